@@ -1,0 +1,54 @@
+# Thin verbs over real commands. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BUILD := build
+ART := $(BUILD)/artifacts
+REPO := $(BUILD)/model_repository
+PROFILE ?= quick
+TRAIN_FLAGS ?= --profile $(PROFILE)
+
+.DEFAULT_GOAL := help
+.PHONY: help venv train export serve triton gateway test test-fast lint quality bench tune soak validate-deploy clean
+
+help: ## list the verbs
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[triton,train,dev]'
+	touch $@
+
+venv: $(VENV)/.installed ## create .venv with everything (serving, training, tests)
+
+# --- training: one checkpoint per served model; rebuilt only when its recipe changes -------------
+$(ART)/classifier/model.pt: $(VENV)/.installed training/classify.py training/models/resnet.py training/data/digits.py
+	$(PY) -m training.classify $(TRAIN_FLAGS) --out $(@D)
+
+CHECKPOINTS := $(ART)/classifier/model.pt:classifier
+
+train: $(firstword $(subst :, ,$(CHECKPOINTS))) ## train every model (quick profile: minutes on 2 CPU cores)
+
+# --- export: ONNX + parity + config.pbtxt for the cpu and gpu targets ----------------------------
+$(REPO)/.stamp: $(foreach c,$(CHECKPOINTS),$(firstword $(subst :, ,$(c)))) export/*.py export/tasks/*.py serving/triton/models/*.py
+	$(PY) -m export $(foreach c,$(CHECKPOINTS),--checkpoint $(c)) --repository $(REPO)
+	touch $@
+
+export: $(REPO)/.stamp ## export every checkpoint into build/model_repository/{cpu,gpu}
+
+serve: $(REPO)/.stamp ## train, export and serve everything on the CPU: Triton + gateway on 127.0.0.1:8080
+	$(PY) -m serving.local --model-repository $(REPO)/cpu
+
+test: $(VENV)/.installed ## run the whole test suite (what CI runs)
+	$(PY) -m pytest -q
+
+test-fast: $(VENV)/.installed ## unit tests only
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(VENV)/.installed ## ruff
+	$(VENV)/bin/ruff check .
+
+clean: ## remove build artefacts (keeps .venv)
+	rm -rf $(BUILD) reports

@@ -1,0 +1,1 @@
+"""Export side: ONNX export with a parity check, and the Triton model-repository writer."""

@@ -1,0 +1,1 @@
+"""Serving side: what runs inside Triton and the FastAPI gateway in front of it."""

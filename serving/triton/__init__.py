@@ -1,0 +1,1 @@
+"""What runs inside or next to Triton: Python-backend models and the local launcher."""

@@ -1,0 +1,1 @@
+"""Training side: model architectures, offline datasets and one recipe per task."""

@@ -1,0 +1,1 @@
+"""Offline datasets: generated, or shipped inside an installed package. Nothing is downloaded."""
