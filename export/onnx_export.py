@@ -7,6 +7,7 @@ what the repository writer turns into config.pbtxt, so the two can never disagre
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,8 @@ def export_onnx(module: nn.Module, example: tuple[torch.Tensor, ...], contract: 
     module = module.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     dynamic_axes = {t.name: dict(t.dynamic) for t in contract.inputs + contract.outputs if t.dynamic}
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch marks this exporter as legacy; we chose it
         # The TorchScript-based exporter: fast, deterministic and it handles explicit state
         # (LSTM h/c, KV caches) without graph breaks.
         torch.onnx.export(

@@ -14,8 +14,16 @@ import torch
 import torch.nn.functional as F
 
 from training.common import (
-    CHECKPOINT_NAME, History, Timer, base_parser, count_parameters, plot_curves, progress, save_checkpoint,
-    setup_run, write_metrics,
+    CHECKPOINT_NAME,
+    History,
+    Timer,
+    base_parser,
+    count_parameters,
+    plot_curves,
+    progress,
+    save_checkpoint,
+    setup_run,
+    write_metrics,
 )
 from training.data.digits import LABELS, load_digits_splits
 from training.models import build_model, config_class

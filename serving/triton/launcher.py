@@ -127,10 +127,10 @@ def wait_ready(cfg: TritonConfig, proc: subprocess.Popen[bytes] | None = None, t
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"tritonserver exited with code {proc.returncode} before it was ready (see its log)")
-        with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                if resp.status == 200:
-                    return
+        with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError, OSError), \
+                urllib.request.urlopen(url, timeout=2) as resp:
+            if resp.status == 200:
+                return
         time.sleep(delay)  # polling interval, not a fixed wait
         delay = min(delay * 1.5, 0.5)
     raise TimeoutError(f"tritonserver not ready at {url} after {timeout:.0f}s")

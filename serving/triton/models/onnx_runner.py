@@ -74,7 +74,7 @@ class TritonPythonModel:
 
     def _response(self, outs: list[np.ndarray]) -> Any:
         return pb_utils.InferenceResponse(
-            output_tensors=[pb_utils.Tensor(n, np.ascontiguousarray(o)) for n, o in zip(self.output_names, outs)]
+            output_tensors=[pb_utils.Tensor(n, np.ascontiguousarray(o)) for n, o in zip(self.output_names, outs, strict=True)]
         )
 
     def finalize(self) -> None:

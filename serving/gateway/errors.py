@@ -1,0 +1,78 @@
+"""One error shape for every failure: ``{"error": {"code": ..., "message": ...}}``.
+
+4xx means the caller can fix the request; 5xx means a bug or an upstream fault; Triton being
+unreachable is a 503 with Retry-After so clients and load balancers back off.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+
+class APIError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                 details: Any = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers, self.details = status, code, message, headers, details
+
+
+def bad_request(code: str, message: str) -> APIError:
+    return APIError(400, code, message)
+
+
+def unprocessable(code: str, message: str) -> APIError:
+    return APIError(422, code, message)
+
+
+def too_large(message: str) -> APIError:
+    return APIError(413, "payload_too_large", message)
+
+
+def unsupported_media(message: str) -> APIError:
+    return APIError(415, "unsupported_media_type", message)
+
+
+def not_found(code: str, message: str) -> APIError:
+    return APIError(404, code, message)
+
+
+def upstream_unavailable(message: str, retry_after: int = 2) -> APIError:
+    return APIError(503, "upstream_unavailable", message, headers={"Retry-After": str(retry_after)})
+
+
+def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        err["details"] = details
+    return {"error": err}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status,
+                              headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+                   for e in exc.errors()]
+        first = details[0] if details else {"loc": [], "msg": "invalid request"}
+        where = ".".join(str(p) for p in first["loc"] if p != "body") or "request"
+        return JSONResponse(error_body("invalid_parameter", f"{where}: {first['msg']}", details), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
+                              headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        return JSONResponse(error_body("internal_error", f"unexpected {type(exc).__name__}; see gateway logs"),
+                              status_code=500)

@@ -1,0 +1,1 @@
+"""One router per task, plus health/metrics and model listing."""

@@ -1,0 +1,1 @@
+"""Test helpers: free ports, tiny trained models, real Triton and gateway processes."""
