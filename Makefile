@@ -29,7 +29,7 @@ $(ART)/classifier/model.pt: $(VENV)/.installed training/classify.py training/mod
 
 CHECKPOINTS := $(ART)/classifier/model.pt:classifier
 
-train: $(firstword $(subst :, ,$(CHECKPOINTS))) ## train every model (quick profile: minutes on 2 CPU cores)
+train: $(foreach c,$(CHECKPOINTS),$(firstword $(subst :, ,$(c)))) ## train every model (quick profile: minutes on 2 CPU cores)
 
 # --- export: ONNX + parity + config.pbtxt for the cpu and gpu targets ----------------------------
 $(REPO)/.stamp: $(foreach c,$(CHECKPOINTS),$(firstword $(subst :, ,$(c)))) export/*.py export/tasks/*.py serving/triton/models/*.py
@@ -49,6 +49,9 @@ test-fast: $(VENV)/.installed ## unit tests only
 
 lint: $(VENV)/.installed ## ruff
 	$(VENV)/bin/ruff check .
+
+validate-deploy: $(VENV)/.installed ## validate compose, Dockerfiles, Prometheus, Grafana, k8s offline
+	$(PY) -m deploy.validate
 
 clean: ## remove build artefacts (keeps .venv)
 	rm -rf $(BUILD) reports

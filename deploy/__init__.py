@@ -1,0 +1,1 @@
+"""Deployment artefacts (compose, Dockerfiles, Prometheus, Grafana, Kubernetes) and their offline validator."""
