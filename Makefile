@@ -53,5 +53,14 @@ lint: $(VENV)/.installed ## ruff
 validate-deploy: $(VENV)/.installed ## validate compose, Dockerfiles, Prometheus, Grafana, k8s offline
 	$(PY) -m deploy.validate
 
+bench: $(VENV)/.installed ## benchmark: in-process limit vs Triton vs gateway vs naive servers -> reports/bench.json, plots
+	$(PY) -m deploy.bench $(BENCH_FLAGS)
+
+tune: $(VENV)/.installed ## sweep Triton batching/instances/threads for a model -> reports/tune.json + config.pbtxt
+	$(PY) -m deploy.bench.tune $(TUNE_FLAGS)
+
+soak: $(REPO)/.stamp ## soak: embedded stack at a fraction of capacity for minutes -> reports/soak.json + .png
+	$(PY) -m deploy.soak $(SOAK_FLAGS)
+
 clean: ## remove build artefacts (keeps .venv)
 	rm -rf $(BUILD) reports

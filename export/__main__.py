@@ -7,8 +7,10 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from export.repository import TARGETS, validate_repository, write_model
@@ -29,6 +31,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def checkpoint_facts(path: Path) -> dict[str, str]:
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    trained = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(path.stat().st_mtime))
+    return {"checkpoint": str(path), "sha256": digest, "trained_at": trained}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     for item in args.checkpoint:
@@ -42,6 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix=f"export-{name}-") as tmp:
             models = get_exporter(ckpt.task)(ckpt, Path(tmp), name)
             for model in models:
+                # The model card also names the checkpoint it came from and when that was trained.
+                model.card.setdefault("source", checkpoint_facts(path))
                 for target in args.targets:
                     vdir = write_model(args.repository / target, target, model, args.version)
                     print(f"wrote {vdir} ({model.task}, target {target})")

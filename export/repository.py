@@ -53,6 +53,9 @@ class RepositoryModel:
     cpu_threads: int = 1
     gpu_instances: int = 1
     decoupled: bool = False
+    # Versions Triton serves at once (version_policy latest N; 0 = all). 2 keeps the previous version
+    # loadable beside a new one for a canary or a rollback; Triton's default (latest 1) would not.
+    serve_versions: int = 2
 
 
 def _dims(spec: TensorSpec, batched: bool) -> list[int]:
@@ -92,6 +95,10 @@ def build_config(model: RepositoryModel, target: str) -> Any:
         group.count = model.cpu_instances
     if model.decoupled:
         cfg.model_transaction_policy.decoupled = True
+    if model.serve_versions > 0:
+        cfg.version_policy.latest.num_versions = model.serve_versions
+    else:
+        cfg.version_policy.all.SetInParent()
     params = {"task": model.task, **model.parameters}
     if model.labels:
         params["labels"] = json.dumps(model.labels)

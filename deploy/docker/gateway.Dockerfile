@@ -36,5 +36,6 @@ USER 10001:10001
 EXPOSE 8080 8081
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status == 200 else 1)"]
-# Exactly how tests/support/procs.py starts it; uvicorn's access log is off (it costs CPU per request).
-CMD ["uvicorn", "--factory", "serving.gateway.main:create_app", "--host", "0.0.0.0", "--port", "8080", "--no-access-log"]
+# python -m serving.gateway: settings from GATEWAY_*, structured logs, and on SIGTERM a bounded
+# drain of in-flight requests (GATEWAY_GRACEFUL_SHUTDOWN_S) before exiting.
+CMD ["python", "-m", "serving.gateway"]

@@ -16,7 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
-from serving.gateway import errors
+from serving.gateway import errors, validation
 from serving.gateway.settings import Settings
 
 # Magic numbers -> Pillow format name. We decide by content, never by the declared type.
@@ -106,8 +106,10 @@ def _decode(data: bytes, max_pixels: int) -> Image.Image:
 
 async def decode_image(data: bytes, settings: Settings) -> Image.Image:
     if len(data) > _DECODE_IN_THREAD_BYTES:
-        return await run_in_threadpool(_decode, data, settings.max_image_pixels)
-    return _decode(data, settings.max_image_pixels)
+        img = await run_in_threadpool(_decode, data, settings.max_image_pixels)
+    else:
+        img = _decode(data, settings.max_image_pixels)
+    return validation.check_image(img, settings)  # absurd geometry, exotic pixel modes -> 422
 
 
 def encode_png(arr_hwc_or_hw: np.ndarray, palette: list[int] | None = None) -> bytes:
@@ -118,3 +120,12 @@ def encode_png(arr_hwc_or_hw: np.ndarray, palette: list[int] | None = None) -> b
     buf = io.BytesIO()
     img.save(buf, format="PNG", compress_level=1)  # level 1: ~5x faster than default, ~10% larger
     return buf.getvalue()
+
+
+async def image_from_request(request: Request, settings: Settings) -> Image.Image:
+    """Read, size-check and decode the uploaded image of an image route."""
+    return await decode_image(await read_image_bytes(request, settings), settings)
+
+
+def png_response_headers(model: str, version: str) -> dict[str, str]:
+    return {"X-Model": model, "X-Model-Version": version}

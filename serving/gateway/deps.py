@@ -7,31 +7,57 @@ import time
 import numpy as np
 from starlette.requests import HTTPConnection, Request
 
+from serving.gateway import errors, versions
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.triton import InferResult, ModelCatalog, ModelInfo, TritonClient
 
 
-def get_triton(conn: HTTPConnection) -> TritonClient:
+# The getters are ``async``: FastAPI runs plain ``def`` dependencies in a threadpool (a hop per request).
+async def get_triton(conn: HTTPConnection) -> TritonClient:
     return conn.app.state.triton
 
 
-def get_catalog(conn: HTTPConnection) -> ModelCatalog:
+async def get_catalog(conn: HTTPConnection) -> ModelCatalog:
     return conn.app.state.catalog
 
 
-def get_metrics(conn: HTTPConnection) -> GatewayMetrics:
+async def get_metrics(conn: HTTPConnection) -> GatewayMetrics:
     return conn.app.state.metrics
+
+
+def request_id(conn: HTTPConnection) -> str:
+    """The request id the guard middleware settled on (the client's X-Request-ID or a new one)."""
+    return conn.scope.get("state", {}).get("request_id") or conn.headers.get("x-request-id", "")
+
+
+def time_left(conn: HTTPConnection) -> float:
+    """Seconds to the request's deadline (X-Request-Timeout, capped; else triton_timeout_s): the gRPC
+    timeout for Triton. 504 once it has passed, so no call is started that cannot finish."""
+    deadline = conn.scope.get("state", {}).get("deadline")
+    if deadline is None:
+        return conn.app.state.settings.triton_timeout_s
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise errors.APIError(504, "deadline_exceeded", "the request's deadline passed before inference")
+    return left
 
 
 async def infer(request: Request, model: ModelInfo, inputs: dict[str, np.ndarray], outputs: list[str] | None = None,
                 version: str = "") -> InferResult:
-    """One Triton call, labelled for metrics and tagged with the request id."""
+    """One Triton call, labelled for metrics and tagged with the request id.
+
+    The version is ``version``, else ``?version=``, else the model's traffic split
+    (``versions.for_request``); the one that served goes out as ``X-Model-Version``.
+    """
     request.state.model = model.name
+    version = version or versions.for_request(request, model)
     client: TritonClient = request.app.state.triton
     metrics: GatewayMetrics = request.app.state.metrics
     start = time.perf_counter()
     try:
-        return await client.infer(model.name, inputs, outputs, version=version,
-                                  request_id=request.headers.get("x-request-id", ""))
+        result = await client.infer(model.name, inputs, outputs, version=version, timeout=time_left(request),
+                                    request_id=request_id(request))
     finally:
         metrics.triton.labels(model.name).observe(time.perf_counter() - start)
+    versions.served(request, model.name, result.model_version or version)
+    return result

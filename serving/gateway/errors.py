@@ -68,7 +68,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        cause = exc.__cause__
+        if isinstance(cause, UnicodeDecodeError):  # FastAPI's body parsing: a 400 that names nothing
+            return JSONResponse(error_body("invalid_utf8", f"request body is not valid UTF-8 (byte {cause.start})"),
+                                status_code=422)
+        code = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code,
+                                                                                        "http_error")
         return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
                               headers=getattr(exc, "headers", None))
 

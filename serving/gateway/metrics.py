@@ -73,6 +73,8 @@ class MetricsMiddleware:
             route_label = getattr(route, "path", None) or "unmatched"
             state: dict[str, Any] = scope.get("state") or {}
             model = str(state.get("model", ""))
+            if state.get("client_closed"):  # cancelled on client disconnect (guard.py): no response was sent
+                status = 499
             self.metrics.requests.labels(route_label, model, str(status)).inc()
             self.metrics.latency.labels(route_label, model).observe(time.perf_counter() - start)
 

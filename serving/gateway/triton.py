@@ -43,6 +43,8 @@ GRPC_OPTIONS = [
     # Reconnect quickly after Triton restarts (default backoff grows to 120 s).
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1_000),
+    # Spread calls over every address the name resolves to (a headless Service of Triton pods).
+    ("grpc.lb_policy_name", "round_robin"),
 ]
 
 
@@ -65,6 +67,7 @@ class ModelInfo:
     max_batch_size: int
     parameters: dict[str, str] = field(default_factory=dict)
     decoupled: bool = False
+    versions: tuple[str, ...] = ()  # every READY version, oldest first (``version`` is the newest)
 
     def param(self, key: str, default: str | None = None) -> str | None:
         return self.parameters.get(key, default)
@@ -214,10 +217,13 @@ class TritonClient:
     async def discover(self, timeout: float = 5.0) -> dict[str, ModelInfo]:
         """Every READY model in Triton's repository, with its task facts from config parameters."""
         found: dict[str, ModelInfo] = {}
+        ready: dict[str, list[str]] = {}  # the index lists one entry per version (two for a canary)
         for entry in await self.repository_index(timeout):
-            if entry.state != "READY" or entry.name in found:
-                continue
-            cfg = await self.model_config(entry.name, timeout=timeout)
+            if entry.state == "READY":
+                ready.setdefault(entry.name, []).append(entry.version)
+        for name, versions in ready.items():
+            versions.sort(key=lambda v: (len(v), v))  # numeric order for digit strings
+            cfg = await self.model_config(name, timeout=timeout)
             params = {k: v.string_value for k, v in cfg.parameters.items()}
             batched = cfg.max_batch_size > 0
 
@@ -227,8 +233,8 @@ class TritonClient:
                 return [TensorInfo(t.name, CONFIG_TO_KSERVE.get(mc.DataType.Name(t.data_type), "BYTES"),
                                    tuple(t.dims)) for t in items]
 
-            found[entry.name] = ModelInfo(
-                name=entry.name, version=entry.version, task=params.get("task", "unknown"),
+            found[name] = ModelInfo(
+                name=name, version=versions[-1], versions=tuple(versions), task=params.get("task", "unknown"),
                 inputs=tensors(cfg.input), outputs=tensors(cfg.output), max_batch_size=cfg.max_batch_size if batched else 0,
                 parameters=params, decoupled=cfg.model_transaction_policy.decoupled,
             )
@@ -243,10 +249,34 @@ class TritonClient:
             raise map_rpc_error(exc, model) from None
         return parse_response(resp)
 
-    async def stream(self, requests: AsyncIterator[pb.ModelInferRequest], timeout: float | None = None
-                     ) -> Any:
-        """Open Triton's bidirectional ModelStreamInfer stream (decoupled models)."""
-        return self.stub.ModelStreamInfer(requests, timeout=timeout or self.timeout_s)
+    async def stream_infer(self, request: pb.ModelInferRequest, timeout: float | None = None
+                           ) -> AsyncIterator[InferResult]:
+        """One request to a decoupled model over ModelStreamInfer; yields each response until the final one.
+
+        Leaving the iteration early (the HTTP client went away) cancels the gRPC call, which
+        Triton passes to the model as a cancelled request.
+        """
+        request.parameters["triton_enable_empty_final_response"].bool_param = True
+
+        async def one() -> AsyncIterator[pb.ModelInferRequest]:
+            yield request
+
+        call = self.stub.ModelStreamInfer(one(), timeout=timeout or self.timeout_s)
+        try:
+            async for msg in call:
+                if msg.error_message:
+                    raise errors.APIError(502, "upstream_error", f"generation failed: {msg.error_message}")
+                resp = msg.infer_response
+                final = resp.parameters["triton_final_response"].bool_param if "triton_final_response" in \
+                    resp.parameters else False
+                if resp.outputs:
+                    yield parse_response(resp)
+                if final:
+                    return
+        except grpc.aio.AioRpcError as exc:
+            raise map_rpc_error(exc, request.model_name) from None
+        finally:
+            call.cancel()
 
 
 class ModelCatalog:

@@ -9,7 +9,7 @@ import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 
-from tests.support.procs import TritonHandle
+from tests.support.procs import TritonHandle, poll
 
 pytestmark = pytest.mark.slow
 
@@ -67,8 +67,15 @@ def test_dynamic_batching_groups_concurrent_requests(triton: TritonHandle) -> No
 
     with cf.ThreadPoolExecutor(16) as pool:
         list(pool.map(one, range(160)))
-    after = g.get_inference_statistics("classifier").model_stats[0]
-    requests = after.inference_count - before.inference_count
-    executions = after.execution_count - before.execution_count
+    # Triton updates its statistics just after sending a response: poll until all 160 are counted.
+    counted: list[int] = []
+
+    def all_counted() -> bool:
+        after = g.get_inference_statistics("classifier").model_stats[0]
+        counted[:] = [after.inference_count - before.inference_count, after.execution_count - before.execution_count]
+        return counted[0] >= 160
+
+    poll(all_counted, 10, "triton statistics")
+    requests, executions = counted
     assert requests == 160
     assert executions < requests  # some executions served several requests at once

@@ -14,6 +14,10 @@ from pathlib import Path
 from tests.support.procs import ROOT
 
 CACHE = ROOT / "build" / "test-cache"
+# What every recipe depends on; each recipe adds its own files (keyed per recipe, so editing one
+# model's code retrains only that model's test checkpoint).
+COMMON_SOURCES = [ROOT / "training" / "common.py", ROOT / "training" / "models" / "__init__.py",
+                  ROOT / "serving" / "imaging.py"]
 
 
 def _digest(paths: list[Path], extra: str) -> str:
@@ -28,7 +32,7 @@ def _digest(paths: list[Path], extra: str) -> str:
 
 def cached_checkpoint(name: str, train: Callable[[Path], None], sources: list[Path], args: str) -> Path:
     """Run ``train(out_dir)`` once per code version; return ``out_dir/model.pt``."""
-    key = _digest([ROOT / "training", *sources], args)
+    key = _digest([*COMMON_SOURCES, *sources], args)
     out = CACHE / f"{name}-{key}"
     ckpt = out / "model.pt"
     if not ckpt.exists():
@@ -46,8 +50,28 @@ CLASSIFIER_ARGS = ["--profile", "quick", "--epochs", "12", "--no-progress", "--t
 def classifier_checkpoint() -> Path:
     from training import classify
 
+    sources = [ROOT / "training" / f for f in ("classify.py", "models/resnet.py", "data/digits.py")]
     return cached_checkpoint("classifier", lambda out: classify.main([*CLASSIFIER_ARGS, "--out", str(out)]),
-                             [], " ".join(CLASSIFIER_ARGS))
+                             sources, " ".join(CLASSIFIER_ARGS))
+
+
+def variant_checkpoint(ckpt: Path, seed: int, scale: float = 0.02) -> Path:
+    """``ckpt`` with every float weight nudged by seeded noise (``scale`` x the tensor's std): other
+    weights, near-identical accuracy. Stands in for a retrained model (a new version) without a
+    second training run; cached beside the source checkpoint."""
+    out = ckpt.parent / f"variant-{seed}" / ckpt.name
+    if not out.exists():
+        import torch
+
+        payload = torch.load(ckpt, map_location="cpu", weights_only=True)
+        gen = torch.Generator().manual_seed(seed)
+        for key, t in payload["state_dict"].items():
+            if t.is_floating_point() and t.numel() > 1 and "running_" not in key:  # not batch-norm statistics
+                payload["state_dict"][key] = t + torch.randn(t.shape, generator=gen) * (scale * float(t.std()))
+        out.parent.mkdir(exist_ok=True)
+        torch.save(payload, out.with_suffix(".tmp"))
+        out.with_suffix(".tmp").replace(out)
+    return out
 
 
 def build_repository(dest: Path, checkpoints: dict[str, Path], targets: tuple[str, ...] = ("cpu", "gpu")) -> Path:

@@ -10,9 +10,11 @@ from serving.gateway import codecs, errors
 from serving.gateway.deps import get_catalog, infer
 from serving.gateway.settings import Settings, get_settings
 from serving.gateway.triton import ModelCatalog
+from serving.gateway.versions import version_query
 from serving.imaging import to_model_image
 
-router = APIRouter(tags=["classification"])
+# ?version= pins a model version (deps.infer applies it; the dependency documents it).
+router = APIRouter(tags=["classification"], dependencies=[Depends(version_query)])
 
 
 class Prediction(BaseModel):

@@ -1,0 +1,325 @@
+"""KServe v2 gRPC front door: ``GRPCInferenceService`` on the gateway, forwarded to Triton.
+
+``tritonclient.grpc.InferenceServerClient("gateway:8081")`` works unchanged, including the
+bidirectional ``ModelStreamInfer`` stream that decoupled models (token streaming) answer on.
+
+Why an asyncio server inside the gateway process (started by its lifespan) rather than a sibling
+process or a proxy (Envoy is not available here): it shares the process's one channel to Triton,
+the guard (API keys, rate limits, max in flight), the metrics registry and the traffic splits the
+admin API sets, so a canary or a key applies to HTTP and gRPC clients alike, with no IPC.
+
+Per call, the same rules as HTTP: the key comes from metadata (``authorization: Bearer <key>`` or
+``x-api-key``), :meth:`Guard.authorize` and :meth:`Guard.admission` decide, tensors pass the shared
+validators, a request without ``model_version`` follows the model's traffic split, and metrics
+are recorded with ``route="grpc:<Method>"``. Gateway refusals map to gRPC codes (401
+UNAUTHENTICATED, 429 RESOURCE_EXHAUSTED with ``retry-after`` trailing metadata, 422
+INVALID_ARGUMENT, ...); Triton's own errors pass through with their code and message. The
+``status`` label is the HTTP status the HTTP front door would have answered, so one error-rate
+query covers both doors. Repository control and shared memory are not served here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc as pb_grpc
+
+from serving.gateway import errors, kserve, validation
+from serving.gateway.guard import Guard, extract_key
+from serving.gateway.metrics import GatewayMetrics
+from serving.gateway.settings import Settings
+from serving.gateway.triton import TritonClient, map_rpc_error
+from serving.gateway.versions import VersionRouter
+
+log = logging.getLogger("gateway.grpc")
+
+_TO_GRPC = {
+    400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    415: grpc.StatusCode.INVALID_ARGUMENT, 422: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED, 499: grpc.StatusCode.CANCELLED, 503: grpc.StatusCode.UNAVAILABLE,
+    504: grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+_END = object()
+Metadata = Sequence[tuple[str, Any]]
+
+
+def grpc_code(status: int) -> grpc.StatusCode:
+    return _TO_GRPC.get(status, grpc.StatusCode.INTERNAL if status >= 500 else grpc.StatusCode.INVALID_ARGUMENT)
+
+
+def _peer_host(peer: str | None) -> str:
+    """``ipv4:127.0.0.1:5678`` -> ``127.0.0.1`` (the rate-limit identity without keys)."""
+    if not peer:
+        return ""
+    addr = peer.split(":", 1)[1] if ":" in peer else peer
+    return addr.rsplit(":", 1)[0].strip("[]")
+
+
+def _header_getter(metadata: Metadata) -> Callable[[str], str | None]:
+    def get(name: str) -> str | None:
+        for key, value in metadata:
+            if key == name:
+                return value if isinstance(value, str) else None
+        return None
+
+    return get
+
+
+class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
+    """The servicer; reads the lifespan's objects from ``app.state`` at call time."""
+
+    def __init__(self, state: Any) -> None:
+        self.state = state
+        self.settings: Settings = state.settings
+        self.metrics: GatewayMetrics = state.metrics
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    @property
+    def triton(self) -> TritonClient:
+        return self.state.triton
+
+    @property
+    def guard(self) -> Guard:
+        return self.state.guard
+
+    def _timeout(self, context: grpc.aio.ServicerContext) -> float:
+        left = context.time_remaining()  # the client's deadline, if it set one
+        if left is None:
+            return self.settings.triton_timeout_s
+        return min(left, self.settings.max_request_timeout_s)
+
+    async def _abort(self, context: grpc.aio.ServicerContext, exc: errors.APIError) -> None:
+        retry = (exc.headers or {}).get("Retry-After")
+        if retry:
+            context.set_trailing_metadata((("retry-after", retry),))
+        await context.abort(grpc_code(exc.status), exc.message)
+
+    async def _guarded(self, context: grpc.aio.ServicerContext, method: str, model: str,
+                       call: Callable[[Metadata], Awaitable[Any]]) -> Any:
+        """Auth, admission, metrics and error mapping around one unary call."""
+        route = f"grpc:{method}"
+        start = time.perf_counter()
+        status = 200
+        gauge = self.metrics.in_flight.labels(route)
+        gauge.inc()
+        try:
+            metadata = tuple(context.invocation_metadata() or ())
+            await self.guard.authorize(extract_key(metadata), route, _peer_host(context.peer()))
+            async with self.guard.admission():
+                return await call(metadata)
+        except errors.APIError as exc:
+            status = exc.status
+            await self._abort(context, exc)
+        except grpc.aio.AioRpcError as exc:  # Triton's answer: same code and message to our client
+            status = map_rpc_error(exc, model).status
+            await context.abort(exc.code(), exc.details() or "")
+        except asyncio.CancelledError:
+            status = 499
+            raise
+        finally:
+            gauge.dec()
+            self.metrics.requests.labels(route, model, str(status)).inc()
+            self.metrics.latency.labels(route, model).observe(time.perf_counter() - start)
+
+    def _check_inputs(self, req: pb.ModelInferRequest) -> None:
+        """The shared tensor validators (element limit, byte sizes, NaN/inf) on raw inputs."""
+        limit = self.settings.max_tensor_elements
+        raw = req.raw_input_contents
+        for i, t in enumerate(req.inputs):
+            if i < len(raw):
+                validation.tensor_from_raw(t.name, t.datatype, list(t.shape), raw[i], limit)
+            else:
+                validation.check_shape(t.name, list(t.shape), limit)
+
+    def _route_version(self, req: pb.ModelInferRequest, metadata: Metadata) -> None:
+        if not req.model_version:
+            router: VersionRouter = self.state.versions
+            req.model_version = router.choose(req.model_name, self.state.catalog.models.get(req.model_name), "",
+                                              _header_getter(metadata))
+
+    # -- health and metadata -------------------------------------------------------------------
+
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+                         ) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)  # the gateway answers: it is live
+
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+                          ) -> pb.ServerReadyResponse:
+        # A probe: no key and no limits, as /v2/health/ready on HTTP (guard.EXEMPT_PATHS).
+        return pb.ServerReadyResponse(ready=await self.triton.server_ready(timeout=2.0))
+
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+                         ) -> pb.ModelReadyResponse:
+        async def call(_: Metadata) -> pb.ModelReadyResponse:
+            return pb.ModelReadyResponse(ready=await self.triton.model_ready(request.name, request.version, 2.0))
+
+        return await self._guarded(context, "ModelReady", request.name, call)
+
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+                             ) -> pb.ServerMetadataResponse:
+        async def call(_: Metadata) -> pb.ServerMetadataResponse:
+            resp = await self.triton.stub.ServerMetadata(request, timeout=self._timeout(context))
+            keep = [e for e in resp.extensions if e in kserve.EXTENSIONS]
+            del resp.extensions[:]
+            resp.extensions.extend(keep)
+            return resp
+
+        return await self._guarded(context, "ServerMetadata", "", call)
+
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+                            ) -> pb.ModelMetadataResponse:
+        async def call(_: Metadata) -> pb.ModelMetadataResponse:
+            return await self.triton.stub.ModelMetadata(request, timeout=self._timeout(context))
+
+        return await self._guarded(context, "ModelMetadata", request.name, call)
+
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+                          ) -> pb.ModelConfigResponse:
+        async def call(_: Metadata) -> pb.ModelConfigResponse:
+            return await self.triton.stub.ModelConfig(request, timeout=self._timeout(context))
+
+        return await self._guarded(context, "ModelConfig", request.name, call)
+
+    # -- inference -----------------------------------------------------------------------------
+
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+                         ) -> pb.ModelInferResponse:
+        name = request.model_name
+
+        async def call(metadata: Metadata) -> pb.ModelInferResponse:
+            self._check_inputs(request)
+            self._route_version(request, metadata)
+            start = time.perf_counter()
+            try:
+                resp = await self.triton.stub.ModelInfer(request, timeout=self._timeout(context))
+            finally:
+                self.metrics.triton.labels(name).observe(time.perf_counter() - start)
+            context.set_trailing_metadata((("x-model-version", resp.model_version),))
+            return resp
+
+        return await self._guarded(context, "ModelInfer", name, call)
+
+    async def ModelStreamInfer(self, request_iterator: AsyncIterator[pb.ModelInferRequest],
+                               context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Bidirectional stream, forwarded message by message.
+
+        The stream is authorised (and holds one in-flight slot) when it opens; with rate limits,
+        every further request on it is counted too. A request the gateway refuses gets an error
+        response on the stream, as Triton does, and the stream goes on.
+        """
+        route = "grpc:ModelStreamInfer"
+        start = time.perf_counter()
+        status, model = 200, ""
+        gauge = self.metrics.in_flight.labels(route)
+        gauge.inc()
+        metadata = tuple(context.invocation_metadata() or ())
+        key, client = extract_key(metadata), _peer_host(context.peer())
+        out: asyncio.Queue[Any] = asyncio.Queue()
+        pump: asyncio.Task[None] | None = None
+        call = None
+        try:
+            principal = await self.guard.authorize(key, route, client)
+            async with self.guard.admission():
+                async def upstream() -> AsyncIterator[pb.ModelInferRequest]:
+                    nonlocal model
+                    first = True
+                    async for req in request_iterator:
+                        model = model or req.model_name
+                        try:
+                            if not first and principal.limits:
+                                await self.guard.authorize(key, route, client)
+                            self._check_inputs(req)
+                            self._route_version(req, metadata)
+                        except errors.APIError as exc:
+                            out.put_nowait(pb.ModelStreamInferResponse(
+                                error_message=f"[{exc.code}] {exc.message}",
+                                infer_response=pb.ModelInferResponse(model_name=req.model_name, id=req.id)))
+                            continue
+                        finally:
+                            first = False
+                        yield req
+
+                left = context.time_remaining()
+                call = self.triton.stub.ModelStreamInfer(upstream(), timeout=left)
+
+                async def forward() -> None:
+                    try:
+                        async for resp in call:
+                            out.put_nowait(resp)
+                        out.put_nowait(_END)
+                    except BaseException as exc:  # handed to the response loop, which re-raises it
+                        out.put_nowait(exc)
+
+                pump = asyncio.create_task(forward())
+                while True:
+                    item = await out.get()
+                    if item is _END:
+                        break
+                    if isinstance(item, BaseException):
+                        raise item
+                    yield item
+        except errors.APIError as exc:
+            status = exc.status
+            await self._abort(context, exc)
+        except grpc.aio.AioRpcError as exc:
+            status = map_rpc_error(exc, model).status
+            await context.abort(exc.code(), exc.details() or "")
+        except asyncio.CancelledError:
+            status = 499
+            raise
+        finally:
+            if pump is not None and not pump.done():
+                pump.cancel()
+            if call is not None:
+                call.cancel()
+            gauge.dec()
+            self.metrics.requests.labels(route, model, str(status)).inc()
+            self.metrics.latency.labels(route, model).observe(time.perf_counter() - start)
+
+    # -- not through the gateway ---------------------------------------------------------------
+
+    async def _denied(self, context: grpc.aio.ServicerContext, what: str) -> None:
+        await context.abort(grpc.StatusCode.PERMISSION_DENIED, what)
+
+    async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._denied(context, "model repository control is not public; operators use the admin API (/admin)")
+
+    async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self.RepositoryIndex(request, context)
+
+    async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self.RepositoryIndex(request, context)
+
+
+def server_options(settings: Settings) -> list[tuple[str, Any]]:
+    return [
+        # Refuse to share the port: with SO_REUSEPORT a second gateway (or a stale one) would
+        # silently take half the connections.
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_receive_message_length", settings.max_upload_bytes),
+        ("grpc.max_send_message_length", 256 * 1024 * 1024),
+    ]
+
+
+async def start(state: Any, settings: Settings) -> tuple[grpc.aio.Server, int]:
+    """Start the front door on ``settings.host:settings.grpc_port``; returns the server and its port."""
+    server = grpc.aio.server(options=server_options(settings))
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(FrontDoor(state), server)
+    port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
+    await server.start()
+    log.info("gRPC front door on %s:%d", settings.host, port)
+    return server, port
+
+
+async def stop(server: grpc.aio.Server, grace_s: float) -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        await server.stop(grace_s)

@@ -1,0 +1,220 @@
+"""Text generation: POST /v1/generate (JSON or Server-Sent Events) and OpenAI's POST /v1/completions.
+
+The decode loop runs inside Triton (serving/triton/models/generator.py, a decoupled Python-backend
+model with continuous batching); the gateway validates, opens one ModelStreamInfer call and
+relays each chunk as it arrives. When the client goes away, the SSE generator is cancelled, its
+``finally`` cancels the gRPC call, and Triton drops the sequence at its next decode step.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import numpy as np
+import orjson
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sse_starlette.sse import EventSourceResponse
+
+from serving.gateway import errors, validation, versions
+from serving.gateway.deps import get_catalog, request_id, time_left
+from serving.gateway.settings import Settings, get_settings
+from serving.gateway.triton import InferResult, ModelCatalog, ModelInfo, build_request
+
+router = APIRouter(tags=["text generation"])
+
+MAX_STOPS, MAX_STOP_CHARS = 8, 64
+DEFAULT_CAP = 512
+
+
+class GenerateRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(description="text to continue (character-level Shakespeare models)", examples=["ROMEO:"])
+    max_new_tokens: int = Field(64, ge=1, description="characters to generate (capped per model, see /v1/models)")
+    temperature: float = Field(0.8, ge=0.0, le=5.0, description="0 = greedy, deterministic")
+    top_k: int = Field(0, ge=0, le=1000, description="keep the k most likely tokens; 0 = off")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass; 1 = off")
+    seed: int | None = Field(None, ge=0, le=2**62, description="fixed seed: the same text every time")
+    stop: list[str] | str | None = Field(None, description="up to 8 stop strings; generation ends before one")
+    model: str | None = Field(None, description="lstm or gpt (any served text-generation model); default gpt")
+    stream: bool = Field(False, description="answer as Server-Sent Events, chunk by chunk")
+    version: str | None = Field(None, pattern=r"^[1-9][0-9]{0,8}$", description="pin a model version")
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class GenerateResponse(BaseModel):
+    model: str
+    model_version: str
+    text: str
+    finish_reason: str
+    usage: Usage
+
+
+class CompletionRequest(BaseModel):
+    """OpenAI's legacy completions request; unknown fields are accepted and ignored, like OpenAI's SDKs expect."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(description="served model: lstm or gpt")
+    prompt: str | list[str] = Field(description="one prompt (a one-element list is accepted too)")
+    max_tokens: int = Field(16, ge=1)
+    temperature: float = Field(1.0, ge=0.0, le=5.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0, le=1000, description="extension: top-k sampling")
+    n: int = Field(1, ge=1, le=1, description="only 1 is supported")
+    stream: bool = False
+    stop: str | list[str] | None = None
+    seed: int | None = Field(None, ge=0, le=2**62)
+    echo: bool = False
+    user: str | None = None
+
+
+def _stops(stop: str | list[str] | None) -> list[str]:
+    items = [stop] if isinstance(stop, str) else list(stop or [])
+    items = [s for s in items if s]
+    if len(items) > MAX_STOPS or any(len(s) > MAX_STOP_CHARS for s in items):
+        raise errors.unprocessable("invalid_parameter", f"stop: at most {MAX_STOPS} strings of {MAX_STOP_CHARS} characters")
+    return items
+
+
+async def pick_model(catalog: ModelCatalog, name: str | None) -> ModelInfo:
+    if name:
+        return await catalog.for_task("text_generation", name)
+    await catalog.for_task("text_generation")
+    served = sorted(m for m, info in catalog.models.items() if info.task == "text_generation")
+    return catalog.models["gpt" if "gpt" in served else served[0]]
+
+
+def triton_request(info: ModelInfo, prompt: str, max_new: int, temperature: float, top_k: int, top_p: float,
+                   seed: int | None, stop: list[str], req_id: str, version: str) -> Any:
+    inputs = {
+        "PROMPT": np.array([prompt.encode("utf-8")], dtype=object),
+        "MAX_NEW_TOKENS": np.array([max_new], dtype=np.int32),
+        "TEMPERATURE": np.array([temperature], dtype=np.float32),
+        "TOP_K": np.array([top_k], dtype=np.int32),
+        "TOP_P": np.array([top_p], dtype=np.float32),
+        "SEED": np.array([-1 if seed is None else seed], dtype=np.int64),
+        "STOP": np.array([s.encode("utf-8") for s in stop] or [b""], dtype=object),
+    }
+    return build_request(info.name, inputs, version=version, request_id=req_id)
+
+
+def _checked(info: ModelInfo, settings: Settings, prompt: str, max_new: int) -> str:
+    prompt = validation.check_prompt(prompt, settings.max_prompt_chars)
+    cap = info.param_int("max_new_tokens", DEFAULT_CAP) or DEFAULT_CAP
+    if max_new > cap:
+        raise errors.unprocessable("invalid_parameter", f"max_new_tokens={max_new} is above this model's cap of {cap}")
+    return prompt
+
+
+def _chunk(result: InferResult) -> tuple[str, int, str]:
+    out = result.outputs
+    text = b"".join(v if isinstance(v, bytes) else bytes(v) for v in out["TEXT"].reshape(-1)).decode("utf-8", "replace")
+    n = int(out["TOKEN_IDS"].size) if "TOKEN_IDS" in out else len(text)
+    reason = out["FINISH_REASON"].reshape(-1)[0] if "FINISH_REASON" in out else b""
+    return text, n, reason.decode() if isinstance(reason, bytes) else str(reason)
+
+
+async def _chunks(request: Request, info: ModelInfo, req: Any) -> AsyncIterator[tuple[str, int, str, str]]:
+    """(text, tokens, finish_reason, version) per streamed response from Triton."""
+    request.state.model = info.name
+    client = request.app.state.triton
+    async for result in client.stream_infer(req, timeout=time_left(request)):
+        text, n, reason = _chunk(result)
+        yield text, n, reason, result.model_version or req.model_version or info.version
+
+
+def _version(request: Request, info: ModelInfo, pinned: str | None) -> str:
+    return pinned or versions.for_request(request, info)
+
+
+@router.post("/v1/generate", response_model=GenerateResponse,
+             summary="Generate text; `stream: true` answers as Server-Sent Events",
+             responses={200: {"content": {"text/event-stream": {}}},
+                        422: {"description": "invalid prompt or parameter"}, 503: {"description": "Triton down"}})
+async def generate(body: GenerateRequest, request: Request, catalog: ModelCatalog = Depends(get_catalog),
+                   settings: Settings = Depends(get_settings)) -> Any:
+    info = await pick_model(catalog, body.model)
+    prompt = _checked(info, settings, body.prompt, body.max_new_tokens)
+    version = _version(request, info, body.version)
+    req = triton_request(info, prompt, body.max_new_tokens, body.temperature, body.top_k, body.top_p, body.seed,
+                         _stops(body.stop), request_id(request), version)
+    if body.stream:
+        return EventSourceResponse(_sse_generate(request, info, req, len(prompt)), ping=15,
+                                   headers={"X-Model": info.name})
+    parts, tokens, reason, served = [], 0, "", version or info.version
+    async for text, n, r, v in _chunks(request, info, req):
+        parts.append(text)
+        tokens, reason, served = tokens + n, r or reason, v
+    versions.served(request, info.name, served)
+    return GenerateResponse(model=info.name, model_version=served, text="".join(parts), finish_reason=reason or "length",
+                            usage=Usage(prompt_tokens=len(prompt), completion_tokens=tokens,
+                                        total_tokens=len(prompt) + tokens))
+
+
+async def _sse_generate(request: Request, info: ModelInfo, req: Any, prompt_tokens: int
+                        ) -> AsyncIterator[dict[str, str]]:
+    tokens, served = 0, info.version
+    try:
+        async for text, n, reason, version in _chunks(request, info, req):
+            tokens += n
+            served = version
+            if text:
+                yield {"data": orjson.dumps({"text": text}).decode()}
+            if reason:
+                yield {"event": "done", "data": orjson.dumps({
+                    "finish_reason": reason, "model": info.name, "model_version": served,
+                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": tokens,
+                              "total_tokens": prompt_tokens + tokens}}).decode()}
+    except errors.APIError as exc:  # headers are gone already: report in-band, then end the stream
+        yield {"event": "error", "data": orjson.dumps(errors.error_body(exc.code, exc.message)).decode()}
+
+
+@router.post("/v1/completions", summary="OpenAI-compatible completions (streaming and not)",
+             responses={200: {"content": {"text/event-stream": {}}}, 422: {"description": "invalid"}})
+async def completions(body: CompletionRequest, request: Request, catalog: ModelCatalog = Depends(get_catalog),
+                      settings: Settings = Depends(get_settings)) -> Any:
+    prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+    if len(prompts) != 1:
+        raise errors.unprocessable("invalid_parameter", "prompt: exactly one prompt is supported per request")
+    info = await pick_model(catalog, body.model)
+    prompt = _checked(info, settings, prompts[0], body.max_tokens)
+    req = triton_request(info, prompt, body.max_tokens, body.temperature, body.top_k, body.top_p, body.seed,
+                         _stops(body.stop), request_id(request), _version(request, info, None))
+    cid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+    head = {"id": cid, "object": "text_completion", "created": created, "model": info.name}
+    if body.stream:
+        return EventSourceResponse(_sse_completions(request, info, req, head, prompt if body.echo else ""), ping=15)
+    parts, tokens, reason = [prompt] if body.echo else [], 0, ""
+    async for text, n, r, _ in _chunks(request, info, req):
+        parts.append(text)
+        tokens, reason = tokens + n, r or reason
+    return {**head, "choices": [{"text": "".join(parts), "index": 0, "logprobs": None, "finish_reason": reason or "length"}],
+            "usage": {"prompt_tokens": len(prompt), "completion_tokens": tokens, "total_tokens": len(prompt) + tokens}}
+
+
+async def _sse_completions(request: Request, info: ModelInfo, req: Any, head: dict[str, Any], echo: str
+                           ) -> AsyncIterator[str]:
+    def event(text: str, reason: str | None) -> str:
+        choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": reason}
+        return orjson.dumps({**head, "choices": [choice]}).decode()
+
+    try:
+        if echo:
+            yield event(echo, None)
+        async for text, _, reason, _ in _chunks(request, info, req):
+            if text or reason:
+                yield event(text, reason or None)
+    except errors.APIError as exc:
+        yield orjson.dumps(errors.error_body(exc.code, exc.message)).decode()
+    yield "[DONE]"
+

@@ -1,0 +1,27 @@
+"""The soak tool in short: ``deploy.soak`` against the session stack, a few seconds long."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from deploy import soak
+from tests.support.procs import GatewayHandle, TritonHandle
+
+pytestmark = pytest.mark.slow
+
+
+def test_short_soak_has_no_errors_and_writes_its_report(gateway: GatewayHandle, triton: TritonHandle,
+                                                        tmp_path: Path) -> None:
+    code = soak.main(["--url", gateway.url, "--gateway-pid", str(gateway.proc.pid), "--triton-pid",
+                      str(triton.proc.pid), "--duration", "8", "--window", "2", "--capacity-seconds", "2",
+                      "--concurrency", "4", "--fraction", "0.3", "--rss-noise-mb", "64", "--out", str(tmp_path)])
+    report = json.loads((tmp_path / "soak.json").read_text())
+    assert report["total"]["failed"] == 0 and report["total"]["requests"] > 0, report["total"]
+    assert len(report["windows"]) >= 3 and report["capacity_rps"] > 0
+    mem = report["memory"][-1]
+    assert mem["gateway"] > 0 and mem["triton"] > 0 and mem["triton_stubs_total"] > 0  # stubs are measured
+    assert (tmp_path / "soak.png").stat().st_size > 10_000
+    assert code == 0, report["memory_verdict"]
