@@ -24,10 +24,35 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed ## create .venv with everything (serving, training, tests)
 
 # --- training: one checkpoint per served model; rebuilt only when its recipe changes -------------
-$(ART)/classifier/model.pt: $(VENV)/.installed training/classify.py training/models/resnet.py training/data/digits.py
+COMMON := $(VENV)/.installed training/common.py training/models/__init__.py serving/imaging.py
+
+$(ART)/classifier/model.pt: $(COMMON) training/classify.py training/models/resnet.py training/data/digits.py
 	$(PY) -m training.classify $(TRAIN_FLAGS) --out $(@D)
 
-CHECKPOINTS := $(ART)/classifier/model.pt:classifier
+$(ART)/segmenter/model.pt: $(COMMON) training/segment.py training/models/unet.py training/data/shapes.py training/data/bundled.py
+	$(PY) -m training.segment $(TRAIN_FLAGS) --out $(@D)
+
+# One super-resolution run per scale writes both generators: SRResNet (psnr) then SRGAN (gan).
+SR_DEPS := $(COMMON) training/super_resolve.py training/models/srgan.py training/data/photos.py training/data/bundled.py
+$(ART)/sr_x2/sr_psnr_x2/model.pt $(ART)/sr_x2/sr_gan_x2/model.pt &: $(SR_DEPS)
+	$(PY) -m training.super_resolve $(TRAIN_FLAGS) --scale 2 --out $(ART)/sr_x2
+$(ART)/sr_x4/sr_psnr_x4/model.pt $(ART)/sr_x4/sr_gan_x4/model.pt &: $(SR_DEPS)
+	$(PY) -m training.super_resolve $(TRAIN_FLAGS) --scale 4 --out $(ART)/sr_x4
+
+$(ART)/anomaly/model.pt: $(COMMON) training/anomaly.py training/models/autoencoder.py training/data/anomaly.py training/data/digits.py
+	$(PY) -m training.anomaly $(TRAIN_FLAGS) --out $(@D)
+
+TEXT_DEPS := $(COMMON) training/generate.py training/data/shakespeare.py serving/textgen.py
+$(ART)/lstm/model.pt: $(TEXT_DEPS) training/models/lstm_lm.py
+	$(PY) -m training.generate --arch lstm_lm $(TRAIN_FLAGS) --out $(@D)
+$(ART)/gpt/model.pt: $(TEXT_DEPS) training/models/gpt.py
+	$(PY) -m training.generate --arch gpt $(TRAIN_FLAGS) --out $(@D)
+
+# checkpoint:served-name for every model `make serve` serves
+CHECKPOINTS := $(ART)/classifier/model.pt:classifier $(ART)/segmenter/model.pt:segmenter \
+	$(ART)/sr_x2/sr_psnr_x2/model.pt:sr_psnr_x2 $(ART)/sr_x2/sr_gan_x2/model.pt:sr_gan_x2 \
+	$(ART)/sr_x4/sr_psnr_x4/model.pt:sr_psnr_x4 $(ART)/sr_x4/sr_gan_x4/model.pt:sr_gan_x4 \
+	$(ART)/anomaly/model.pt:anomaly $(ART)/lstm/model.pt:lstm $(ART)/gpt/model.pt:gpt
 
 train: $(foreach c,$(CHECKPOINTS),$(firstword $(subst :, ,$(c)))) ## train every model (quick profile: minutes on 2 CPU cores)
 
@@ -49,6 +74,9 @@ test-fast: $(VENV)/.installed ## unit tests only
 
 lint: $(VENV)/.installed ## ruff
 	$(VENV)/bin/ruff check .
+
+quality: $(REPO)/.stamp ## every task's metric offline vs through the gateway -> reports/quality.json
+	$(PY) -m deploy.quality $(QUALITY_FLAGS)
 
 validate-deploy: $(VENV)/.installed ## validate compose, Dockerfiles, Prometheus, Grafana, k8s offline
 	$(PY) -m deploy.validate

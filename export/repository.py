@@ -128,6 +128,9 @@ def validate_config_text(text: str, expect_name: str | None = None) -> Any:
         raise ValueError(f"config name {cfg.name!r} does not match its folder {expect_name!r}")
     if not (cfg.backend or cfg.platform):
         raise ValueError(f"model {cfg.name!r} names neither a backend nor a platform")
+    for tensor in [*cfg.input, *cfg.output]:
+        if not tensor.dims and not tensor.reshape.shape:  # parses, but Triton 2.51 refuses to load it
+            raise ValueError(f"model {cfg.name!r}: tensor {tensor.name!r} has no dims; use [1] (and reshape)")
     return cfg
 
 

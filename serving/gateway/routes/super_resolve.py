@@ -47,7 +47,10 @@ async def upscale(request: Request, info: ModelInfo, chw: np.ndarray, settings: 
         result = await infer(request, info, {in_name: chw[None]}, [out_name])
         request.state.model_version = result.model_version or info.version
         return result.outputs[out_name][0]
-    th, tw, tiles = tiling.plan(h, w, tile, settings.sr_tile_margin)
+    # The model states its receptive-field radius (tile_margin); never discard less than that.
+    margin = max(settings.sr_tile_margin, info.param_int("tile_margin", 0) or 0)
+    tile = max(tile, 2 * margin + 16)  # a tile must keep an owned core between its two margins
+    th, tw, tiles = tiling.plan(h, w, tile, margin)
     stack = tiling.cut(chw, tiles, th, tw)
     per_call = max(1, min(settings.sr_tiles_per_request, info.max_batch_size or 1))
     limit = asyncio.Semaphore(2)  # at most two tile batches in flight per request: bounded memory
