@@ -16,10 +16,21 @@ def classifier_ckpt() -> Path:
 
 
 @pytest.fixture(scope="session")
-def model_repository(tmp_path_factory: pytest.TempPathFactory, classifier_ckpt: Path) -> Path:
+def served_checkpoints(classifier_ckpt: Path) -> dict[str, Path]:
+    """Served name -> checkpoint for every task: tiny models trained in seconds (cached by code hash)."""
+    from tests.support.text_models import SERVED, text_checkpoint
+
+    ckpts = {"classifier": classifier_ckpt, "segmenter": models.segmenter_checkpoint(),
+             **models.sr_checkpoints(2), "anomaly": models.anomaly_checkpoint()}
+    ckpts.update({SERVED[arch]: text_checkpoint(arch) for arch in ("lstm_lm", "gpt")})
+    return ckpts
+
+
+@pytest.fixture(scope="session")
+def model_repository(tmp_path_factory: pytest.TempPathFactory, served_checkpoints: dict[str, Path]) -> Path:
     """Both targets of a repository holding every tiny model the suite serves."""
     root = tmp_path_factory.mktemp("repo")
-    return models.build_repository(root, {"classifier": classifier_ckpt})
+    return models.build_repository(root, served_checkpoints)
 
 
 @pytest.fixture(scope="session")

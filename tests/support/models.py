@@ -30,18 +30,52 @@ def _digest(paths: list[Path], extra: str) -> str:
     return h.hexdigest()[:16]
 
 
-def cached_checkpoint(name: str, train: Callable[[Path], None], sources: list[Path], args: str) -> Path:
-    """Run ``train(out_dir)`` once per code version; return ``out_dir/model.pt``."""
+def cached_run(name: str, train: Callable[[Path], None], sources: list[Path], args: str) -> Path:
+    """Run ``train(out_dir)`` once per code version; return ``out_dir``."""
     key = _digest([*COMMON_SOURCES, *sources], args)
     out = CACHE / f"{name}-{key}"
-    ckpt = out / "model.pt"
-    if not ckpt.exists():
+    if not (out / ".done").exists():
         tmp = out.with_name(out.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         train(tmp)
+        (tmp / ".done").touch()
         shutil.rmtree(out, ignore_errors=True)
         tmp.rename(out)
-    return ckpt
+    return out
+
+
+def cached_checkpoint(name: str, train: Callable[[Path], None], sources: list[Path], args: str) -> Path:
+    """Run ``train(out_dir)`` once per code version; return ``out_dir/model.pt``."""
+    return cached_run(name, train, sources, args) / "model.pt"
+
+
+TINY = ["--profile", "tiny", "--no-progress", "--threads", "2"]
+
+
+def segmenter_checkpoint() -> Path:
+    from training import segment
+
+    sources = [ROOT / "training" / f for f in ("segment.py", "models/unet.py", "data/shapes.py", "data/bundled.py")]
+    return cached_checkpoint("segmenter", lambda out: segment.main([*TINY, "--out", str(out)]), sources, " ".join(TINY))
+
+
+def sr_checkpoints(scale: int = 2) -> dict[str, Path]:
+    """Both generators of one tiny super-resolution run: {served name: checkpoint}."""
+    from training import super_resolve
+
+    args = [*TINY, "--scale", str(scale)]
+    sources = [ROOT / "training" / f for f in ("super_resolve.py", "models/srgan.py", "data/photos.py",
+                                               "data/bundled.py")]
+    out = cached_run(f"sr_x{scale}", lambda o: super_resolve.main([*args, "--out", str(o)]), sources, " ".join(args))
+    return {f"sr_{v}_x{scale}": out / f"sr_{v}_x{scale}" / "model.pt" for v in ("psnr", "gan")}
+
+
+def anomaly_checkpoint() -> Path:
+    from training import anomaly
+
+    sources = [ROOT / "training" / f for f in ("anomaly.py", "models/autoencoder.py", "data/anomaly.py",
+                                               "data/digits.py")]
+    return cached_checkpoint("anomaly", lambda out: anomaly.main([*TINY, "--out", str(out)]), sources, " ".join(TINY))
 
 
 CLASSIFIER_ARGS = ["--profile", "quick", "--epochs", "12", "--no-progress", "--threads", "2"]
