@@ -1,0 +1,190 @@
+"""Real server processes for the benchmark: Triton, the gateway, the naive apps; free ports, polled ready.
+
+Mirrors ``tests/support/procs.py`` (deploy code does not import the test tree). Every process
+started here is stopped by the context manager that started it, also on errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from serving.triton import launcher
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def poll(check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen | None = None,
+         log: Path | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            tail = log.read_text()[-3000:] if log and log.exists() else ""
+            raise RuntimeError(f"{what} exited with {proc.returncode} before it was ready\n{tail}")
+        with contextlib.suppress(Exception):
+            if check():
+                return
+        time.sleep(delay)  # back-off between readiness polls, not a fixed wait
+        delay = min(delay * 1.5, 0.25)
+    raise TimeoutError(f"{what} not ready after {timeout}s")
+
+
+def http_ok(url: str) -> bool:
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return resp.status == 200
+
+
+PIDS: dict[str, int] = {}  # base URL -> server pid, for CPU accounting
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                out += [int(c) for c in f.read().split()]
+    return out
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of ``pid`` and its live descendants (Triton's backend stubs), from /proc.
+
+    CPU per request is far steadier than throughput on a shared machine: it says what each
+    component costs, whoever else is running.
+    """
+    total, todo, tick = 0.0, [pid], os.sysconf("SC_CLK_TCK")
+    while todo:
+        p = todo.pop()
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            todo += _children(p)
+    return total
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@dataclass
+class Triton:
+    proc: subprocess.Popen | None  # None: a server someone else runs
+    grpc_url: str
+    http_url: str
+    metrics_url: str
+
+
+@contextlib.contextmanager
+def triton(repo: Path, workdir: Path, model_control: str = "none") -> Iterator[Triton]:
+    http, grpc, metrics = free_port(), free_port(), free_port()
+    cfg = launcher.TritonConfig(repo, http, grpc, metrics, backend_dir=ROOT / "build" / "triton-backends",
+                                model_control=model_control)
+    log = workdir / f"triton-{grpc}.log"
+    proc = launcher.start(cfg, log)
+    try:
+        try:
+            launcher.wait_ready(cfg, proc, timeout=120)
+        except Exception as exc:
+            raise RuntimeError(f"triton failed to start: {exc}; log tail:\n{log.read_text()[-3000:]}") from None
+        yield Triton(proc, f"127.0.0.1:{grpc}", f"http://127.0.0.1:{http}", f"http://127.0.0.1:{metrics}/metrics")
+    finally:
+        launcher.stop(proc)
+
+
+@contextlib.contextmanager
+def uvicorn_app(app: str, workdir: Path, env: dict[str, str] | None = None, ready_path: str = "/healthz",
+                factory: bool = False, workers: int = 1, extra_args: list[str] | None = None) -> Iterator[str]:
+    """``app`` ("module:attr") as its own uvicorn process on a free port; yields its base URL."""
+    port = free_port()
+    log = workdir / f"{app.split(':')[0].rsplit('.', 1)[-1]}-{port}.log"
+    cmd = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
+           "--no-access-log", "--log-level", "warning", "--workers", str(workers), *(extra_args or [])]
+    if factory:
+        cmd.insert(3, "--factory")
+    with log.open("ab") as out:
+        # Tied to us like Triton (PR_SET_PDEATHSIG): a killed benchmark leaves no server behind.
+        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
+                                preexec_fn=launcher._die_with_parent)
+    url = f"http://127.0.0.1:{port}"
+    PIDS[url] = proc.pid
+    try:
+        poll(lambda: http_ok(url + ready_path), 120, app, proc, log)
+        yield url
+    finally:
+        stop_process(proc)
+        PIDS.pop(url, None)
+
+
+@contextlib.contextmanager
+def gateway(triton_grpc_url: str, workdir: Path, env: dict[str, str] | None = None,
+            extra_args: list[str] | None = None) -> Iterator[str]:
+    """The gateway exactly as deployed: ``uvicorn --factory serving.gateway.main:create_app``."""
+    with uvicorn_app("serving.gateway.main:create_app", workdir, {"GATEWAY_TRITON_GRPC_URL": triton_grpc_url,
+                                                                  **(env or {})},
+                     ready_path="/readyz", factory=True, extra_args=extra_args) as url:
+        yield url
+
+
+def scrape(metrics_url: str) -> dict[tuple[str, str], float]:
+    """Triton's Prometheus text -> {(metric, model): value} for the nv_inference_* counters we use."""
+    wanted = ("nv_inference_count", "nv_inference_exec_count", "nv_inference_request_success",
+              "nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us",
+              "nv_inference_compute_input_duration_us", "nv_inference_compute_output_duration_us",
+              "nv_inference_request_duration_us")
+    out: dict[tuple[str, str], float] = {}
+    with urllib.request.urlopen(metrics_url, timeout=5) as resp:
+        text = resp.read().decode()
+    for line in text.splitlines():
+        if not line.startswith("nv_inference_") or "{" not in line:
+            continue
+        name, rest = line.split("{", 1)
+        if name not in wanted:
+            continue
+        labels, _, value = rest.rpartition("}")
+        model = next((kv.split("=", 1)[1].strip('"') for kv in labels.split(",") if kv.startswith("model=")), "")
+        out[(name, model)] = out.get((name, model), 0.0) + float(value)
+    return out
+
+
+def triton_stats(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float],
+                 model: str) -> dict[str, float | None]:
+    """What Triton did for ``model`` between two scrapes: batch size, queue and compute time."""
+    def delta(name: str) -> float:
+        return after.get((name, model), 0.0) - before.get((name, model), 0.0)
+
+    inferences, executions, requests = delta("nv_inference_count"), delta("nv_inference_exec_count"), \
+        delta("nv_inference_request_success")
+    if not requests:
+        return {"requests": 0.0}
+    return {
+        "requests": requests,
+        "avg_batch_size": round(inferences / executions, 2) if executions else None,
+        "queue_us_per_request": round(delta("nv_inference_queue_duration_us") / requests, 1),
+        # Triton charges every request the whole batch's compute: sum / requests ~ one execution's time.
+        "compute_us_per_execution": round(delta("nv_inference_compute_infer_duration_us") / requests, 1),
+        "request_us_per_request": round(delta("nv_inference_request_duration_us") / requests, 1),
+    }
