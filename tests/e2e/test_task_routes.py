@@ -157,7 +157,9 @@ def test_generate_stream_sse_matches_non_stream(gateway: GatewayHandle) -> None:
                 done = ev.json()
                 break
             texts.append(ev.json()["text"])
-    assert "".join(texts) == whole and len(texts) > 1  # arrived token by token
+    # Chunks arrive as Triton sends them (one token each while the client keeps up; the generator
+    # merges tokens into bigger chunks when the server is busy), and add up to the whole text.
+    assert "".join(texts) == whole and texts
     assert done is not None and done["finish_reason"] == "length" and done["usage"]["completion_tokens"] == 20
 
 

@@ -31,17 +31,19 @@ DEFAULT_CAP = 512
 
 
 class GenerateRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON types as documented (no "1" for 1, no false for 0); ints are still fine for floats.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     prompt: str = Field(description="text to continue (character-level Shakespeare models)", examples=["ROMEO:"])
     max_new_tokens: int = Field(64, ge=1, description="characters to generate (capped per model, see /v1/models)")
     temperature: float = Field(0.8, ge=0.0, le=5.0, description="0 = greedy, deterministic")
     top_k: int = Field(0, ge=0, le=1000, description="keep the k most likely tokens; 0 = off")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass; 1 = off")
+    # float32 inside Triton: a positive double below ~1e-38 would arrive as 0, which is out of range.
+    top_p: float = Field(1.0, ge=1e-6, le=1.0, description="nucleus sampling mass; 1 = off")
     seed: int | None = Field(None, ge=0, le=2**62, description="fixed seed: the same text every time")
     stop: list[str] | str | None = Field(None, description="up to 8 stop strings; generation ends before one")
     model: str | None = Field(None, description="lstm or gpt (any served text-generation model); default gpt")
-    stream: bool = Field(False, description="answer as Server-Sent Events, chunk by chunk")
+    stream: bool = Field(False, strict=True, description="answer as Server-Sent Events, chunk by chunk")
     version: str | None = Field(None, pattern=r"^[1-9][0-9]{0,8}$", description="pin a model version")
 
 
@@ -62,19 +64,19 @@ class GenerateResponse(BaseModel):
 class CompletionRequest(BaseModel):
     """OpenAI's legacy completions request; unknown fields are accepted and ignored, like OpenAI's SDKs expect."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str = Field(description="served model: lstm or gpt")
     prompt: str | list[str] = Field(description="one prompt (a one-element list is accepted too)")
     max_tokens: int = Field(16, ge=1)
     temperature: float = Field(1.0, ge=0.0, le=5.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_p: float = Field(1.0, ge=1e-6, le=1.0)
     top_k: int = Field(0, ge=0, le=1000, description="extension: top-k sampling")
     n: int = Field(1, ge=1, le=1, description="only 1 is supported")
-    stream: bool = False
+    stream: bool = Field(False, strict=True)
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=0, le=2**62)
-    echo: bool = False
+    echo: bool = Field(False, strict=True)
     user: str | None = None
 
 
