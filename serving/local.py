@@ -9,32 +9,16 @@ tied to this process with PR_SET_PDEATHSIG, so even a SIGKILL here leaves no orp
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
 
+from serving.gateway.__main__ import QuietServer
 from serving.gateway.logs import configure_logging
 from serving.gateway.main import create_app
 from serving.gateway.settings import Settings
 from serving.triton import launcher
-
-
-class _Server(uvicorn.Server):
-    """uvicorn re-raises the captured signal after its graceful shutdown, which prints a
-    KeyboardInterrupt traceback; here a signal only asks for shutdown and Triton is stopped next."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -74,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         if settings.grpc_port is not None:
             print(f"gateway gRPC (KServe v2) on {args.host}:{settings.grpc_port}", flush=True)
-        server = _Server(uvicorn.Config(create_app(settings), host=args.host, port=args.port,
+        server = QuietServer(uvicorn.Config(create_app(settings), host=args.host, port=args.port,
                                                log_level=args.log_level, access_log=settings.access_log, log_config=None,
                                                timeout_graceful_shutdown=settings.graceful_shutdown_s))
         server.run()  # handles SIGINT/SIGTERM itself and drains in-flight requests

@@ -30,11 +30,11 @@ def main(argv: list[str] | None = None) -> int:
     config = uvicorn.Config(create_app(settings), host=args.host, port=args.port, access_log=settings.access_log,
                             log_level=settings.log_level, log_config=None,  # logging is ours (logs.py)
                             timeout_graceful_shutdown=settings.graceful_shutdown_s)
-    _Server(config).run()
+    QuietServer(config).run()
     return 0
 
 
-class _Server(uvicorn.Server):
+class QuietServer(uvicorn.Server):
     """uvicorn re-raises SIGTERM after its graceful shutdown, so the process would die by the signal
     (exit -15) even after a clean drain; here the signal only asks for shutdown and we exit 0."""
 

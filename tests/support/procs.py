@@ -2,44 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
+from serving.procutil import free_port, poll
 from serving.triton import launcher
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def poll(check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen | None = None,
-         log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    delay = 0.02
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text()[-3000:] if log and log.exists() else ""
-            raise RuntimeError(f"{what} exited with {proc.returncode} before it was ready\n{tail}")
-        with contextlib.suppress(Exception):
-            if check():
-                return
-        time.sleep(delay)  # back-off between readiness polls
-        delay = min(delay * 1.5, 0.25)
-    raise TimeoutError(f"{what} not ready after {timeout}s")
 
 
 @dataclass
