@@ -3,6 +3,9 @@
     python -m training.generate --arch lstm_lm --profile quick --out build/artifacts/lstm
     python -m training.generate --arch gpt --profile quick --out build/artifacts/gpt
 
+On a machine whose cores other processes share, pass ``--threads 1``: with 2 intra-op threads on 2
+busy cores a training step took 5x the CPU time (threads spin and wait on each other).
+
 Writes model.pt (build arguments + weights + vocabulary), metrics.json (validation perplexity
 against a unigram baseline, a generated sample) and training_curve.png. ``generate`` below is
 the offline reference decoder: the Triton model reproduces its output for the same prompt,

@@ -265,7 +265,7 @@ class TritonPythonModel:
         self.max_active = int(params.get("max_active", "64"))
         self.max_pending = int(params.get("max_pending", str(16 * self.max_active)))
         self.stats_interval = float(params.get("stats_interval_s", "0"))  # > 0: log loop timings (INFO)
-        self.stats, self.stats_since, self.iterations = self._zero_stats(), time.perf_counter(), 0
+        self.stats, self.stats_since = self._zero_stats(), time.perf_counter()
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = int(params.get("intra_op_threads", "1"))
@@ -394,7 +394,6 @@ class TritonPythonModel:
             st["step_s"] += t3 - t2
             st["emit_s"] += clock() - t3
         self.active = [s for s in self.active + new if not s.done]
-        self.iterations += 1
         st["iterations"] += 1
         st["rows"] += len(stepping)
         st["prefills"] += len(new)
