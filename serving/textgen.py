@@ -28,6 +28,10 @@ import numpy as np
 
 VOCAB_FORMAT = 1
 
+# Stop strings per request: the Triton generator enforces these and the gateway refuses more up front.
+MAX_STOPS = 8
+MAX_STOP_CHARS = 64
+
 # Typographic characters a user may paste into a prompt, folded onto the corpus's plain ASCII.
 _FOLD = {
     "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",

@@ -68,6 +68,7 @@ class ModelInfo:
     parameters: dict[str, str] = field(default_factory=dict)
     decoupled: bool = False
     versions: tuple[str, ...] = ()  # every READY version, oldest first (``version`` is the newest)
+    _json: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def param(self, key: str, default: str | None = None) -> str | None:
         return self.parameters.get(key, default)
@@ -81,8 +82,12 @@ class ModelInfo:
         return float(value) if value not in (None, "") else default
 
     def param_json(self, key: str, default: Any = None) -> Any:
-        value = self.parameters.get(key)
-        return json.loads(value) if value else default
+        # Parsed once per discovered model, not on every request (labels, palettes, class lists).
+        if key not in self._json:
+            value = self.parameters.get(key)
+            self._json[key] = json.loads(value) if value else None
+        cached = self._json[key]
+        return default if cached is None else cached
 
     @property
     def labels(self) -> list[str]:

@@ -23,10 +23,10 @@ from serving.gateway import errors, validation, versions
 from serving.gateway.deps import get_catalog, request_id, time_left
 from serving.gateway.settings import Settings, get_settings
 from serving.gateway.triton import InferResult, ModelCatalog, ModelInfo, build_request
+from serving.textgen import MAX_STOP_CHARS, MAX_STOPS
 
 router = APIRouter(tags=["text generation"])
 
-MAX_STOPS, MAX_STOP_CHARS = 8, 64
 DEFAULT_CAP = 512
 
 

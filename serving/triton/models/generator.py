@@ -80,6 +80,8 @@ import triton_python_backend_utils as pb_utils  # provided by Triton's Python ba
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # textgen.py is copied beside this file
 from textgen import (  # noqa: E402
+    MAX_STOP_CHARS,
+    MAX_STOPS,
     CharVocab,
     SamplingParams,
     StopMatcher,
@@ -89,8 +91,6 @@ from textgen import (  # noqa: E402
     sample_next,
 )
 
-MAX_STOPS = 8
-MAX_STOP_CHARS = 64
 MAX_CHUNK_TOKENS = 64
 FINAL = pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
 
