@@ -226,7 +226,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=8, help="closed-loop concurrency of the capacity run")
     p.add_argument("--capacity-seconds", type=float, default=5.0)
     p.add_argument("--rss-noise-mb", type=float, default=32.0, help="growth allowed per process (or 10%%)")
-    p.add_argument("--client", default="aiohttp", choices=("aiohttp", "httpx"))
+    p.add_argument("--client", default="aiohttp", choices=("raw", "aiohttp", "httpx"))
     p.add_argument("--out", type=Path, default=Path("reports"))
     return p.parse_args(argv)
 

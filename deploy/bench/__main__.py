@@ -68,11 +68,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "shares the cores) instead of one intra-op thread")
     p.add_argument("--skip", nargs="*", choices=PARTS, default=[], help="parts to leave out")
     p.add_argument("--gen-tokens", type=int, default=64, help="generation: new tokens per stream")
-    p.add_argument("--client", choices=["aiohttp", "httpx"], default="aiohttp", help="HTTP client of the load engine")
+    p.add_argument("--client", choices=["raw", "aiohttp", "httpx"], default="raw",
+                   help="HTTP client of the load engine (raw: deploy/loadtest/rawhttp.py, the least CPU per request)")
     p.add_argument("--triton-grpc", default=None,
                    help="use this running Triton (host:port) instead of starting one (no 'no batching' copy then)")
     p.add_argument("--triton-metrics", default=None, help="its metrics URL (with --triton-grpc)")
     p.add_argument("--gateway-url", default=None, help="use this running gateway instead of starting one")
+    p.add_argument("--gateway-coalesce", choices=["on", "off"], default="on",
+                   help="the started gateway merges concurrent requests into one Triton call (serving/gateway/coalesce.py)")
     p.add_argument("--workdir", type=Path, default=Path("build/bench"), help="models, repositories, server logs")
     p.add_argument("--out", type=Path, default=Path("reports/bench.json"))
     p.add_argument("--plots", type=Path, default=Path("reports"), help="folder for bench_*.png")
@@ -234,7 +237,8 @@ def maybe_gateway(args: argparse.Namespace, grpc_url: str, workdir: Path) -> Ite
     if args.gateway_url:
         yield args.gateway_url
         return
-    with stack.gateway(grpc_url, workdir) as url:
+    env = {"GATEWAY_COALESCE": "true" if args.gateway_coalesce == "on" else "false"}
+    with stack.gateway(grpc_url, workdir, env) as url:
         yield url
 
 
@@ -321,9 +325,9 @@ def bench_model(m: BenchModel, args: argparse.Namespace, progress: Progress) -> 
 
 
 async def client_overhead(url: str, spec: Any, args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
-    """Client CPU per request of aiohttp vs httpx on the same gateway route (c=8, short)."""
+    """Client CPU per request of each HTTP client on the same gateway route (c=8, short)."""
     out: dict[str, Any] = {}
-    for client in ("aiohttp", "httpx"):
+    for client in ("raw", "aiohttp", "httpx"):
         target = HttpTarget(url, spec, client, name=f"client:{client}")
         await target.open(8)
         try:
@@ -332,10 +336,12 @@ async def client_overhead(url: str, spec: Any, args: argparse.Namespace, progres
             await target.close()
         out[client] = {"client_cpu_us_per_request": row["client_cpu_us_per_request"],
                        "throughput_rps": row["throughput_rps"], "failed": row["failed"]}
-    a, h = out["aiohttp"]["client_cpu_us_per_request"], out["httpx"]["client_cpu_us_per_request"]
+    r, a, h = (out[k]["client_cpu_us_per_request"] for k in ("raw", "aiohttp", "httpx"))
     if a and h:
         out["httpx_over_aiohttp_cpu"] = round(h / a, 2)
-    progress.step(f"  client CPU per request at c=8: aiohttp {a} us, httpx {h} us")
+    if r and a:
+        out["aiohttp_over_raw_cpu"] = round(a / r, 2)
+    progress.step(f"  client CPU per request at c=8: raw {r} us, aiohttp {a} us, httpx {h} us")
     return out
 
 

@@ -41,7 +41,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-requests", type=int, default=50_000, help="hard cap on requests per level")
     p.add_argument("--max-in-flight", type=int, default=256, help="open loop: connection pool / outstanding cap")
     p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, s")
-    p.add_argument("--client", choices=CLIENTS, default="aiohttp", help="HTTP client library")
+    p.add_argument("--client", choices=CLIENTS, default="raw",
+                   help="HTTP client: raw (least CPU; streams and https use aiohttp), aiohttp or httpx")
     p.add_argument("--model", default=None, help="served model name (default: the route's first model)")
     p.add_argument("--image", type=Path, default=None, help="image file to upload (default: a synthetic PNG)")
     p.add_argument("--prompt", default="ROMEO:\n", help="generate: prompt text")

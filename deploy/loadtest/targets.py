@@ -1,9 +1,10 @@
 """What the engine calls: the gateway's task routes over HTTP, and Triton directly over gRPC.
 
 Request bodies are built once and reused, so the generator spends its CPU on sending, not on
-building multipart bodies or encoding PNGs per request. Two HTTP clients are offered:
-``aiohttp`` (default: about 2x less client CPU per request than httpx here, see the bench
-report's ``client_overhead``) and ``httpx``. Pools are sized to the concurrency, so no request
+building multipart bodies or encoding PNGs per request. Three HTTP clients are offered:
+``raw`` (default: ``rawhttp.py``, a minimal keep-alive HTTP/1.1 client, the least CPU per request;
+streams and https go through aiohttp), ``aiohttp`` and ``httpx`` (see the bench report's
+``client_overhead`` for what each costs per request). Pools are sized to the concurrency, so no request
 waits for a connection inside the client.
 """
 
@@ -31,7 +32,7 @@ ROUTES: dict[str, str] = {
 IMAGE_ROUTES = ("classify", "segment", "super-resolve", "anomaly")
 # Default synthetic inputs per route: (side, channels). Any image works; these match the served models.
 DEFAULT_IMAGE = {"classify": (32, 1), "segment": (64, 3), "super-resolve": (32, 3), "anomaly": (32, 1)}
-CLIENTS = ("aiohttp", "httpx")
+CLIENTS = ("raw", "aiohttp", "httpx")
 
 
 def synthetic_png(side: int, channels: int, seed: int = 0) -> bytes:
@@ -170,10 +171,12 @@ class SSECounter:
 class HttpTarget:
     """POSTs one prepared request to ``base_url``; 2xx is success, the body is read in full."""
 
-    def __init__(self, base_url: str, spec: RequestSpec, client: str = "aiohttp", timeout_s: float = 60.0,
+    def __init__(self, base_url: str, spec: RequestSpec, client: str = "raw", timeout_s: float = 60.0,
                  name: str | None = None) -> None:
         if client not in CLIENTS:
             raise ValueError(f"client must be one of {CLIENTS}")
+        if client == "raw" and (spec.stream or not base_url.startswith("http://")):
+            client = "aiohttp"  # the raw client reads whole responses over plain HTTP only
         self.base_url = base_url.rstrip("/")
         self.spec, self.client, self.timeout_s = spec, client, timeout_s
         self.name = name or spec.route
@@ -182,7 +185,12 @@ class HttpTarget:
     async def open(self, pool_size: int) -> None:
         if self._session is not None:
             return
-        if self.client == "aiohttp":
+        if self.client == "raw":
+            from deploy.loadtest.rawhttp import RawHttpClient
+
+            self._session = RawHttpClient(self.base_url, self.spec.path, self.spec.body, self.spec.headers,
+                                          self.timeout_s)
+        elif self.client == "aiohttp":
             import aiohttp
 
             connector = aiohttp.TCPConnector(limit=pool_size, limit_per_host=pool_size, ttl_dns_cache=None)
@@ -197,11 +205,14 @@ class HttpTarget:
 
     async def close(self) -> None:
         if self._session is not None:
-            await (self._session.close() if self.client == "aiohttp" else self._session.aclose())
+            await (self._session.aclose() if self.client == "httpx" else self._session.close())
             self._session = None
 
     async def call(self) -> Outcome:
         spec = self.spec
+        if self.client == "raw":
+            status = await self._session.post()
+            return Outcome(str(status), 200 <= status < 300)
         if self.client == "aiohttp":
             async with self._session.post(spec.path, data=spec.body, headers=spec.headers) as resp:
                 if spec.stream and resp.status < 300:

@@ -8,6 +8,7 @@ import numpy as np
 from starlette.requests import HTTPConnection, Request
 
 from serving.gateway import errors, versions
+from serving.gateway.coalesce import Coalescer
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.triton import InferResult, ModelCatalog, ModelInfo, TritonClient
 
@@ -51,13 +52,26 @@ async def infer(request: Request, model: ModelInfo, inputs: dict[str, np.ndarray
     """
     request.state.model = model.name
     version = version or versions.for_request(request, model)
-    client: TritonClient = request.app.state.triton
-    metrics: GatewayMetrics = request.app.state.metrics
-    start = time.perf_counter()
-    try:
-        result = await client.infer(model.name, inputs, outputs, version=version, timeout=time_left(request),
-                                    request_id=request_id(request))
-    finally:
-        metrics.triton.labels(model.name).observe(time.perf_counter() - start)
+    state = request.app.state
+    client: TritonClient = state.triton
+    metrics: GatewayMetrics = state.metrics
+    settings = state.settings
+
+    async def call(feeds: dict[str, np.ndarray], timeout: float, rid: str) -> InferResult:
+        start = time.perf_counter()
+        try:
+            return await client.infer(model.name, feeds, outputs, version=version, timeout=timeout, request_id=rid)
+        finally:
+            metrics.triton.labels(model.name).observe(time.perf_counter() - start)
+
+    coalescer: Coalescer | None = getattr(state, "coalescer", None)
+    if coalescer is None or not settings.coalesce or model.max_batch_size <= 0 or model.decoupled:
+        result = await call(inputs, time_left(request), request_id(request))
+    else:
+        result = await coalescer.submit(
+            Coalescer.key(model.name, version, inputs, outputs), inputs, call,
+            max_rows=model.preferred_batch or model.max_batch_size,
+            max_calls=settings.coalesce_max_calls or 2 * model.instances,
+            timeout=time_left(request), request_id=request_id(request))
     versions.served(request, model.name, result.model_version or version)
     return result

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from serving.gateway import grpc_front
+from serving.gateway.coalesce import Coalescer
 from serving.gateway.errors import install_error_handlers
 from serving.gateway.guard import CORS_HEADERS, Guard, GuardMiddleware
 from serving.gateway.logs import configure_logging
@@ -74,6 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.versions = VersionRouter()  # traffic splits, set through /admin
+    app.state.coalescer = Coalescer(lambda model, rows: metrics.triton_batch.labels(model).observe(rows))
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)

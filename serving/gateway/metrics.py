@@ -34,6 +34,9 @@ class GatewayMetrics:
                                registry=self.registry)
         self.triton = Histogram("gateway_triton_duration_seconds", "Round trip gateway -> Triton -> gateway per call",
                                 ["model"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.triton_batch = Histogram("gateway_triton_batch_rows", "Rows per Triton call the gateway sent for "
+                                      "merged requests (serving/gateway/coalesce.py)", ["model"],
+                                      buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry)
         self.rejected = Counter("gateway_rejected", "Requests refused before inference, by reason",
                                 ["reason"], registry=self.registry)
 

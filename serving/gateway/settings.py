@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     sr_tiles_per_request: int = Field(8, gt=0, description="tiles stacked into one Triton request")
     sr_max_output_pixels: int = Field(16_777_216, gt=0, description="413 when the upscaled image would be larger")
 
+    # Request coalescing (serving/gateway/coalesce.py)
+    coalesce: bool = Field(True, description="merge concurrent requests to one batched model into one Triton call")
+    coalesce_max_calls: int = Field(0, ge=0, description="Triton calls in flight per model before requests queue "
+                                                         "to be merged; 0 = 2 x the model's instance count")
+
     # Serving
     host: str = "127.0.0.1"
     port: int = 8080

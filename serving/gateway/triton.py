@@ -68,6 +68,8 @@ class ModelInfo:
     parameters: dict[str, str] = field(default_factory=dict)
     decoupled: bool = False
     versions: tuple[str, ...] = ()  # every READY version, oldest first (``version`` is the newest)
+    instances: int = 1  # model instances Triton runs (instance_group counts)
+    preferred_batch: int = 0  # largest dynamic_batching.preferred_batch_size, 0 = none
     _json: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def param(self, key: str, default: str | None = None) -> str | None:
@@ -242,6 +244,8 @@ class TritonClient:
                 name=name, version=versions[-1], versions=tuple(versions), task=params.get("task", "unknown"),
                 inputs=tensors(cfg.input), outputs=tensors(cfg.output), max_batch_size=cfg.max_batch_size if batched else 0,
                 parameters=params, decoupled=cfg.model_transaction_policy.decoupled,
+                instances=max(1, sum(g.count or 1 for g in cfg.instance_group)),
+                preferred_batch=max(cfg.dynamic_batching.preferred_batch_size, default=0),
             )
         return found
 

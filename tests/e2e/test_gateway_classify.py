@@ -115,3 +115,39 @@ def test_triton_unreachable_is_503_then_gateway_keeps_serving(tmp_path, test_spl
         assert httpx.get(f"{dead.url}/readyz").status_code == 503
     finally:
         dead.stop()
+
+
+def test_concurrent_requests_are_merged_and_each_gets_its_own_answer(
+        gateway: GatewayHandle, test_split: tuple[np.ndarray, np.ndarray]) -> None:
+    """Coalescing (serving/gateway/coalesce.py): 24 different digits at once, each answered as if alone."""
+    import asyncio
+
+    raw, _ = test_split
+    images = [png(raw[i]) for i in range(24)]
+
+    def scores(body: dict) -> dict[str, float]:
+        return {p["label"]: p["score"] for p in body["predictions"]}
+
+    alone = [scores(httpx.post(f"{gateway.url}/v1/classify", content=img, headers={"content-type": "image/png"},
+                               params={"top_k": 10}).json()) for img in images]
+    before = httpx.get(f"{gateway.url}/metrics").text
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+            return await asyncio.gather(*(client.post("/v1/classify", content=img, params={"top_k": 10},
+                                                      headers={"content-type": "image/png"}) for img in images))
+
+    responses = asyncio.run(burst())
+    assert [r.status_code for r in responses] == [200] * len(images)
+    for got, want in zip((scores(r.json()) for r in responses), alone, strict=True):
+        assert got.keys() == want.keys()
+        assert all(abs(got[k] - want[k]) < 1e-5 for k in want)
+
+    def calls_and_rows(text: str) -> tuple[float, float]:
+        values = {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith("gateway_triton_batch_rows_") and 'model="classifier"' in line}
+        return values.get("gateway_triton_batch_rows_count", 0.0), values.get("gateway_triton_batch_rows_sum", 0.0)
+
+    (c0, r0), (c1, r1) = calls_and_rows(before), calls_and_rows(httpx.get(f"{gateway.url}/metrics").text)
+    assert r1 - r0 == len(images)  # every image went to Triton exactly once
+    assert c1 - c0 < len(images)  # in fewer calls than requests

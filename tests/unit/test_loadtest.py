@@ -110,3 +110,53 @@ def test_locustfile_imports() -> None:
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        env={"LOADTEST_ROUTES": "classify,generate", "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_raw_http_parser_finds_the_end_of_each_response() -> None:
+    from deploy.loadtest.rawhttp import _parse
+
+    whole = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+    assert _parse(bytearray(whole)) == (200, len(whole), True)
+    assert _parse(bytearray(whole[:-1])) is None
+    chunked = b"HTTP/1.1 429 Too Many\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    assert _parse(bytearray(chunked + b"HTTP/1.1")) == (429, len(chunked), True)
+    closing = b"HTTP/1.1 503 X\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    assert _parse(bytearray(closing)) == (503, len(closing), False)
+    with pytest.raises(ValueError):
+        _parse(bytearray(b"SSH-2.0\r\n\r\n"))
+
+
+async def test_raw_client_against_a_real_server() -> None:
+    """The raw client over a real socket: keep-alive reuse, statuses, a server that closes."""
+    from deploy.loadtest.targets import HttpTarget, RequestSpec
+
+    seen: list[bytes] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        served = 0
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(next(ln.split(b":")[1] for ln in head.split(b"\r\n")
+                              if ln.lower().startswith(b"content-length")))
+            seen.append(await reader.readexactly(length))
+            served += 1
+            status = b"200 OK" if served % 3 else b"422 Unprocessable"
+            closing = served == 5
+            writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 2\r\n"
+                         + (b"Connection: close\r\n" if closing else b"") + b"\r\n{}")
+            await writer.drain()
+            if closing:
+                writer.close()
+                return
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    target = HttpTarget(f"http://127.0.0.1:{port}", RequestSpec("classify", "/v1/classify", b"abc", {}), "raw")
+    await target.open(2)
+    try:
+        run = await run_closed(target, 2, 5.0, 20, 0.0)
+    finally:
+        await target.close()
+        server.close()
+    assert len(run.statuses) == 20 and seen == [b"abc"] * 20
+    assert set(run.statuses) == {"200", "422"} and int(run.ok.sum()) == 20 - run.statuses.count("422")
