@@ -36,7 +36,7 @@ def load_uint8_model(checkpoint: Path | str) -> Any:
 def create_app() -> FastAPI:
     import torch
 
-    if os.environ.get("BENCH_THREADS"):  # the bench's default: 1 thread (see its --naive-defaults)
+    if os.environ.get("BENCH_THREADS"):  # the bench's --naive-threads; default: torch's own
         torch.set_num_threads(int(os.environ["BENCH_THREADS"]))
     model = load_uint8_model(os.environ["BENCH_CHECKPOINT"])
     meta = model.meta

@@ -50,6 +50,8 @@ class _Connection(asyncio.Protocol):
 
     async def request(self, payload: bytes, loop: asyncio.AbstractEventLoop) -> int:
         assert self.transport is not None
+        if self.closed:
+            raise ConnectionResetError("connection closed by the server")
         self.waiter = loop.create_future()
         self.transport.write(payload)
         status, _ = await self.waiter
@@ -121,13 +123,22 @@ class RawHttpClient:
         return conn
 
     async def post(self) -> int:
-        conn = self.idle.pop() if self.idle else await self._connect()
         loop = asyncio.get_running_loop()
-        try:
-            status = await asyncio.wait_for(conn.request(self.payload, loop), self.timeout_s)
-        except BaseException:
-            self._drop(conn)
-            raise
+        while True:
+            reused = bool(self.idle)
+            conn = self.idle.pop() if reused else await asyncio.wait_for(self._connect(), self.timeout_s)
+            try:
+                status = await asyncio.wait_for(conn.request(self.payload, loop), self.timeout_s)
+                break
+            except ConnectionError:
+                # A kept-alive connection the server closed while idle (uvicorn: after 5 s) never
+                # saw the request: try again on another one, as HTTP clients do.
+                self._drop(conn)
+                if not reused:
+                    raise
+            except BaseException:
+                self._drop(conn)
+                raise
         if conn.closed:
             self._drop(conn)
         else:
