@@ -463,8 +463,7 @@ def summary_table(report: dict[str, Any]) -> str:
 
 def bench_generation(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     """Streams through the gateway to the repository's text models vs a naive eager loop; skipped without them."""
-    from deploy.bench import generation
-    from deploy.bench.int8 import text_models_perplexity_hook
+    from deploy.bench import generation, int8
 
     workdir = args.workdir / "run"
     served = generation.text_models(args.model_repository) if args.model_repository.is_dir() else []
@@ -475,7 +474,13 @@ def bench_generation(args: argparse.Namespace, progress: Progress) -> dict[str, 
             url = servers.enter_context(maybe_gateway(args, t.grpc_url, workdir))
         out = asyncio.run(generation.run(args.model_repository, url, args.duration, args.warmup,
                                          new_tokens=args.gen_tokens, tick=progress.note))
-    out["int8_perplexity"] = text_models_perplexity_hook()
+    if "int8" not in args.skip:
+        out["int8"] = int8.text_models(args.model_repository, args.workdir / "run")
+        for name, row in out["int8"].items():
+            if isinstance(row, dict) and "fp32" in row:
+                progress.note(f"  int8 {name}: perplexity {row['fp32']['val_perplexity']} -> {row['int8']['val_perplexity']}"
+                              f" ({100 * row['perplexity_change']:+.1f}%), decode x{row['speedup_at_1']} at 1 row,"
+                              f" x{row['speedup_at_16']} at 16")
     return out
 
 

