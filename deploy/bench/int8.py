@@ -141,6 +141,7 @@ def text_models(repository: Path = Path("build/model_repository/cpu"), workdir: 
     import math
     import time
 
+    from export.repository import validate_config_text
     from serving.textgen import CharVocab
 
     try:
@@ -155,8 +156,6 @@ def text_models(repository: Path = Path("build/model_repository/cpu"), workdir: 
         if not versions or not (versions[-1] / "decoder.onnx").exists():
             out[name] = {"status": f"skipped: no {model_dir}/<version>/decoder.onnx (run `make export`)"}
             continue
-        from export.repository import validate_config_text
-
         cfg = validate_config_text((model_dir / "config.pbtxt").read_text(), expect_name=name)
         params = {k: v.string_value for k, v in cfg.parameters.items()}
         facts, arch = json.loads(params.get("state", "{}")), params.get("arch", name)
