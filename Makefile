@@ -10,7 +10,7 @@ PROFILE ?= quick
 TRAIN_FLAGS ?= --profile $(PROFILE)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv train export serve triton gateway test test-fast lint quality bench tune soak validate-deploy clean
+.PHONY: help venv system-deps train export serve triton gateway test test-fast lint quality bench tune soak validate-deploy clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -68,14 +68,19 @@ export: $(REPO)/.stamp ## export every checkpoint into build/model_repository/{c
 serve: $(REPO)/.stamp ## train, export and serve everything on the CPU: Triton + gateway on 127.0.0.1:8080
 	$(PY) -m serving.local --model-repository $(REPO)/cpu
 
-test: $(VENV)/.installed ## run the whole test suite (what CI runs)
+# System tools the suite needs (promtool, ...): apt when root, else a message naming the package.
+system-deps: ## install the system tools the tests need (idempotent)
+	@bash .ci/install-system-deps.sh
+
+test: $(VENV)/.installed system-deps lint ## run the whole test suite (what CI runs): system tools, lint, pytest
 	$(PY) -m pytest -q
 
 test-fast: $(VENV)/.installed ## unit tests only
 	$(PY) -m pytest -q -m "not slow"
 
-lint: $(VENV)/.installed ## ruff
+lint: $(VENV)/.installed ## ruff check + ruff format --check
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 quality: $(REPO)/.stamp ## every task's metric offline vs through the gateway -> reports/quality.json
 	$(PY) -m deploy.quality $(QUALITY_FLAGS)

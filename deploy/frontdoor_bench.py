@@ -44,7 +44,9 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
 
 
-async def make_caller(kind: str, url: str, model: str, x: np.ndarray) -> tuple[Callable[[], Awaitable[Any]], Any]:
+async def make_caller(
+    kind: str, url: str, model: str, x: np.ndarray
+) -> tuple[Callable[[], Awaitable[Any]], Any]:
     if kind == "http":
         import tritonclient.http.aio as hc
 
@@ -80,8 +82,15 @@ async def run_round(call: Callable[[], Awaitable[Any]], n: int, concurrency: int
     await asyncio.gather(*(worker() for _ in range(concurrency)))
 
 
-async def bench(targets: dict[str, tuple[str, str]], model: str, requests: int, rounds: int, concurrency: int,
-                warmup: int, gateway_pid: int | None) -> dict[str, Any]:
+async def bench(
+    targets: dict[str, tuple[str, str]],
+    model: str,
+    requests: int,
+    rounds: int,
+    concurrency: int,
+    warmup: int,
+    gateway_pid: int | None,
+) -> dict[str, Any]:
     x = np.random.default_rng(0).integers(0, 256, size=(1, 1, 32, 32), dtype=np.uint8)
     callers = {}
     for label, (kind, url) in targets.items():
@@ -105,13 +114,21 @@ async def bench(targets: dict[str, tuple[str, str]], model: str, requests: int, 
     for label, r in results.items():
         lat = sorted(r["lat"])
         report[label] = {
-            "protocol": targets[label][0], "requests": len(lat), "throughput_rps": round(len(lat) / r["wall"], 1),
-            "latency_ms": {"mean": round(statistics.fmean(lat) * 1e3, 3), "p50": round(percentile(lat, 0.5) * 1e3, 3),
-                           "p99": round(percentile(lat, 0.99) * 1e3, 3)},
+            "protocol": targets[label][0],
+            "requests": len(lat),
+            "throughput_rps": round(len(lat) / r["wall"], 1),
+            "latency_ms": {
+                "mean": round(statistics.fmean(lat) * 1e3, 3),
+                "p50": round(percentile(lat, 0.5) * 1e3, 3),
+                "p99": round(percentile(lat, 0.99) * 1e3, 3),
+            },
             "gateway_cpu_ms_per_request": round(r["cpu"] / len(lat) * 1e3, 3) if gateway_pid else None,
         }
     for label, row in report.items():
-        direct = next((k for k, v in report.items() if v["protocol"] == row["protocol"] and k.startswith("triton")), None)
+        direct = next(
+            (k for k, v in report.items() if v["protocol"] == row["protocol"] and k.startswith("triton")),
+            None,
+        )
         if direct and direct != label:
             d = report[direct]
             row["vs"] = direct
@@ -133,10 +150,17 @@ def parse_targets(items: list[str]) -> dict[str, tuple[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m deploy.frontdoor_bench", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--repository", type=Path, help="start Triton + gateway on free ports from this repository")
-    p.add_argument("--target", action="append", default=[], help="label=http:host:port or label=grpc:host:port")
+    p = argparse.ArgumentParser(
+        prog="python -m deploy.frontdoor_bench",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--repository", type=Path, help="start Triton + gateway on free ports from this repository"
+    )
+    p.add_argument(
+        "--target", action="append", default=[], help="label=http:host:port or label=grpc:host:port"
+    )
     p.add_argument("--gateway-pid", type=int, help="gateway process id, for CPU per request")
     p.add_argument("--model", default="classifier")
     p.add_argument("--requests", type=int, default=1200, help="per target (bounded load)")
@@ -152,19 +176,31 @@ def main(argv: list[str] | None = None) -> int:
         from deploy.stack import start_local_stack
 
         stack = start_local_stack(args.repository, Path(tempfile.mkdtemp(prefix="frontdoor-bench-")))
-        targets = {"triton-http": ("http", stack.triton_http), "gateway-http": ("http", stack.gateway_http),
-                   "triton-grpc": ("grpc", stack.triton_grpc), "gateway-grpc": ("grpc", stack.gateway_grpc),
-                   **targets}
+        targets = {
+            "triton-http": ("http", stack.triton_http),
+            "gateway-http": ("http", stack.gateway_http),
+            "triton-grpc": ("grpc", stack.triton_grpc),
+            "gateway-grpc": ("grpc", stack.gateway_grpc),
+            **targets,
+        }
         pid = stack.gateway_pid
     if not targets:
         p.error("give --repository or at least one --target")
     try:
-        report = asyncio.run(bench(targets, args.model, args.requests, args.rounds, args.concurrency, args.warmup, pid))
+        report = asyncio.run(
+            bench(targets, args.model, args.requests, args.rounds, args.concurrency, args.warmup, pid)
+        )
     finally:
         if stack is not None:
             stack.stop()
-    full = {"model": args.model, "concurrency": args.concurrency, "input": "UINT8 [1,1,32,32], binary tensors",
-            "cpus": os.cpu_count(), "loadavg_1m": os.getloadavg()[0], "targets": report}
+    full = {
+        "model": args.model,
+        "concurrency": args.concurrency,
+        "input": "UINT8 [1,1,32,32], binary tensors",
+        "cpus": os.cpu_count(),
+        "loadavg_1m": os.getloadavg()[0],
+        "targets": report,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(full, indent=2) + "\n")
     print(json.dumps(full, indent=2))

@@ -61,9 +61,18 @@ class Row:
         return abs(self.offline - self.served) <= self.tolerance + 1e-12
 
     def to_dict(self) -> dict[str, Any]:
-        return {"task": self.task, "model": self.model, "metric": self.metric, "offline": self.offline,
-                "served": self.served, "difference": self.served - self.offline, "tolerance": self.tolerance,
-                "agree": self.ok, "baseline": self.baseline, "n": self.n}
+        return {
+            "task": self.task,
+            "model": self.model,
+            "metric": self.metric,
+            "offline": self.offline,
+            "served": self.served,
+            "difference": self.served - self.offline,
+            "tolerance": self.tolerance,
+            "agree": self.ok,
+            "baseline": self.baseline,
+            "n": self.n,
+        }
 
 
 def post_image(client: httpx.Client, route: str, data: bytes, **params: Any) -> httpx.Response:
@@ -84,8 +93,12 @@ def check_classification(client: httpx.Client, art: Path, limit: int) -> list[Ro
     import torch
 
     _, offline = evaluate(ckpt.model, data.x_test[:limit], data.y_test[:limit], torch.device("cpu"))
-    labels = [post_image(client, "/v1/classify", png(raw[i]), top_k=1, model="classifier").json()["predictions"][0]
-              ["label"] for i in test]
+    labels = [
+        post_image(client, "/v1/classify", png(raw[i]), top_k=1, model="classifier").json()["predictions"][0][
+            "label"
+        ]
+        for i in test
+    ]
     served = float(np.mean([lab == str(y[i]) for lab, i in zip(labels, test, strict=True)]))
     return [Row("classification", "classifier", "accuracy", float(offline), served, n=len(test))]
 
@@ -101,10 +114,24 @@ def check_segmentation(client: httpx.Client, art: Path, limit: int) -> list[Row]
     k = len(ckpt.meta["classes"])
     scenes = make_scenes(limit, int(ckpt.meta.get("image_size", 64)), split="test")
     offline_pred = predict(ckpt.model, scenes.images, torch.device("cpu"))
-    served_pred = np.stack([
-        np.asarray(Image.open(io.BytesIO(post_image(client, "/v1/segment", png(img.transpose(1, 2, 0)),
-                                                    output="mask", model="segmenter").content)))
-        for img in scenes.images])
+    served_pred = np.stack(
+        [
+            np.asarray(
+                Image.open(
+                    io.BytesIO(
+                        post_image(
+                            client,
+                            "/v1/segment",
+                            png(img.transpose(1, 2, 0)),
+                            output="mask",
+                            model="segmenter",
+                        ).content
+                    )
+                )
+            )
+            for img in scenes.images
+        ]
+    )
     off = float(np.nanmean(iou_from_confusion(confusion(offline_pred, scenes.masks, k))))
     srv = float(np.nanmean(iou_from_confusion(confusion(served_pred, scenes.masks, k))))
     return [Row("segmentation", "segmenter", "mean_iou", off, srv, n=limit)]
@@ -127,15 +154,27 @@ def check_super_resolution(client: httpx.Client, art: Path, max_side: int) -> li
             if not path.exists():
                 continue
             model = load_checkpoint(path).model
-            off = [image_metrics(super_resolve(model, im.lr, torch.device("cpu")), im.hr, scale) for im in images]
+            off = [
+                image_metrics(super_resolve(model, im.lr, torch.device("cpu")), im.hr, scale) for im in images
+            ]
             srv = []
             for im in images:
                 body = post_image(client, "/v1/super-resolve", png(im.lr), scale=scale, model=variant).content
-                srv.append(image_metrics(np.asarray(Image.open(io.BytesIO(body)).convert("RGB")), im.hr, scale))
+                srv.append(
+                    image_metrics(np.asarray(Image.open(io.BytesIO(body)).convert("RGB")), im.hr, scale)
+                )
             for metric in ("psnr", "ssim"):
-                rows.append(Row("super_resolution", name, metric, float(np.mean([m[metric] for m in off])),
-                                float(np.mean([m[metric] for m in srv])),
-                                baseline=float(np.mean([m[metric] for m in bicubic])), n=len(images)))
+                rows.append(
+                    Row(
+                        "super_resolution",
+                        name,
+                        metric,
+                        float(np.mean([m[metric] for m in off])),
+                        float(np.mean([m[metric] for m in srv])),
+                        baseline=float(np.mean([m[metric] for m in bicubic])),
+                        n=len(images),
+                    )
+                )
     return rows
 
 
@@ -158,11 +197,15 @@ def check_anomaly(client: httpx.Client, art: Path, limit: int) -> list[Row]:
     def prep(r: np.ndarray) -> np.ndarray:
         return np.stack([to_model_image(to_pil(x), size, 1) for x in r])
 
-    off = roc_auc(scores(ckpt.model, prep(normal_raw), torch.device("cpu")),
-                  scores(ckpt.model, prep(anomal_raw), torch.device("cpu")))
+    off = roc_auc(
+        scores(ckpt.model, prep(normal_raw), torch.device("cpu")),
+        scores(ckpt.model, prep(anomal_raw), torch.device("cpu")),
+    )
 
     def served(rs: np.ndarray) -> np.ndarray:
-        return np.array([post_image(client, "/v1/anomaly", png(r), model="anomaly").json()["score"] for r in rs])
+        return np.array(
+            [post_image(client, "/v1/anomaly", png(r), model="anomaly").json()["score"] for r in rs]
+        )
 
     srv = roc_auc(served(normal_raw), served(anomal_raw))
     return [Row("anomaly", "anomaly", "roc_auc", off, srv, n=2 * len(normal_raw))]
@@ -186,13 +229,24 @@ def check_text(client: httpx.Client, art: Path, tokens: int) -> list[Row]:
         matches = []
         for prompt in PROMPTS:
             offline = generate(ckpt.model, vocab, prompt, tokens, SamplingParams(temperature=0.0)).text
-            r = client.post("/v1/generate", json={"prompt": prompt, "max_new_tokens": tokens, "temperature": 0,
-                                                  "model": name})
+            r = client.post(
+                "/v1/generate",
+                json={"prompt": prompt, "max_new_tokens": tokens, "temperature": 0, "model": name},
+            )
             r.raise_for_status()
             matches.append(r.json()["text"] == offline)
         ppl = ckpt.meta.get("metrics", {}).get("val_perplexity")
-        rows.append(Row("text_generation", name, "greedy_exact_match", 1.0, float(np.mean(matches)),
-                        baseline=ppl, n=len(PROMPTS)))
+        rows.append(
+            Row(
+                "text_generation",
+                name,
+                "greedy_exact_match",
+                1.0,
+                float(np.mean(matches)),
+                baseline=ppl,
+                n=len(PROMPTS),
+            )
+        )
     return rows
 
 
@@ -218,20 +272,30 @@ def table(rows: list[Row]) -> str:
     lines = [f"{'task':<17} {'model':<11} {'metric':<19} {'offline':>9} {'served':>9} {'baseline':>9}  agree"]
     for r in rows:
         base = f"{r.baseline:9.4f}" if isinstance(r.baseline, float) else f"{'':>9}"
-        lines.append(f"{r.task:<17} {r.model:<11} {r.metric:<19} {r.offline:9.4f} {r.served:9.4f} {base}  "
-                     f"{'yes' if r.ok else 'NO'} (±{r.tolerance:g})")
+        lines.append(
+            f"{r.task:<17} {r.model:<11} {r.metric:<19} {r.offline:9.4f} {r.served:9.4f} {base}  "
+            f"{'yes' if r.ok else 'NO'} (±{r.tolerance:g})"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m deploy.quality", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m deploy.quality",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--url", help="a running gateway; default: start the embedded stack")
     p.add_argument("--model-repository", type=Path, default=Path("build/model_repository/cpu"))
     p.add_argument("--artifacts", type=Path, default=Path("build/artifacts"), help="the checkpoints served")
-    p.add_argument("--limit", type=int, default=360, help="held-out items per task (360 = the whole digit test split)")
-    p.add_argument("--tasks", nargs="+", default=["classification", "segmentation", "super_resolution", "anomaly",
-                                                  "text_generation"])
+    p.add_argument(
+        "--limit", type=int, default=360, help="held-out items per task (360 = the whole digit test split)"
+    )
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        default=["classification", "segmentation", "super_resolution", "anomaly", "text_generation"],
+    )
     p.add_argument("--out", type=Path, default=Path("reports/quality.json"))
     args = p.parse_args(argv)
     stack = None
@@ -249,8 +313,13 @@ def main(argv: list[str] | None = None) -> int:
         if stack is not None:
             stack.stop()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"url": args.url if stack is None else "embedded", "limit": args.limit,
-              "tolerances": TOLERANCES, "rows": [r.to_dict() for r in rows], "all_agree": all(r.ok for r in rows)}
+    report = {
+        "url": args.url if stack is None else "embedded",
+        "limit": args.limit,
+        "tolerances": TOLERANCES,
+        "rows": [r.to_dict() for r in rows],
+        "all_agree": all(r.ok for r in rows),
+    }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(table(rows))
     print(f"wrote {args.out}")

@@ -62,8 +62,9 @@ def sample_png(size: int = 32, seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
-async def load(client: httpx.AsyncClient, run: LoadRun, model: str, body: bytes, concurrency: int,
-               max_requests: int) -> None:
+async def load(
+    client: httpx.AsyncClient, run: LoadRun, model: str, body: bytes, concurrency: int, max_requests: int
+) -> None:
     """``concurrency`` closed-loop workers on /v1/classify until ``run.stop`` or ``max_requests``."""
     sent = 0
 
@@ -73,8 +74,12 @@ async def load(client: httpx.AsyncClient, run: LoadRun, model: str, body: bytes,
             sent += 1
             t0 = time.perf_counter()
             try:
-                r = await client.post("/v1/classify", params={"model": model, "top_k": 1}, content=body,
-                                      headers={"content-type": "image/png"})
+                r = await client.post(
+                    "/v1/classify",
+                    params={"model": model, "top_k": 1},
+                    content=body,
+                    headers={"content-type": "image/png"},
+                )
                 status, version = r.status_code, r.headers.get("x-model-version", "")
             except httpx.HTTPError:
                 status, version = 0, ""
@@ -100,13 +105,24 @@ async def ready_versions(admin: httpx.AsyncClient, model: str) -> list[str]:
     return [v["version"] for v in r.json()["versions"] if v["state"] == "READY"]
 
 
-async def switch_under_load(gateway: str, admin_key: str, model: str = "classifier", to_version: str | None = None,
-                            concurrency: int = 4, warmup_s: float = 2.0, ramp: tuple[int, ...] = (10, 50, 100),
-                            step_s: float = 1.0, settle_s: float = 2.0, retire_old: bool = True,
-                            max_requests: int = 20_000) -> dict[str, Any]:
+async def switch_under_load(
+    gateway: str,
+    admin_key: str,
+    model: str = "classifier",
+    to_version: str | None = None,
+    concurrency: int = 4,
+    warmup_s: float = 2.0,
+    ramp: tuple[int, ...] = (10, 50, 100),
+    step_s: float = 1.0,
+    settle_s: float = 2.0,
+    retire_old: bool = True,
+    max_requests: int = 20_000,
+) -> dict[str, Any]:
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=gateway, timeout=30, limits=limits) as client, \
-            httpx.AsyncClient(base_url=gateway, timeout=600, headers={"X-Admin-Key": admin_key}) as admin:
+    async with (
+        httpx.AsyncClient(base_url=gateway, timeout=30, limits=limits) as client,
+        httpx.AsyncClient(base_url=gateway, timeout=600, headers={"X-Admin-Key": admin_key}) as admin,
+    ):
         ready = await ready_versions(admin, model)
         if not ready:
             raise RuntimeError(f"model {model!r} has no READY version")
@@ -129,10 +145,19 @@ async def switch_under_load(gateway: str, admin_key: str, model: str = "classifi
             await asyncio.sleep(warmup_s)  # load phase "before", not a wait for a server
             t_begin = time.perf_counter()
             traffic = f"/admin/models/{model}/traffic"
-            await step(f"hold traffic on {old}", "PUT", traffic, {"stable": old, "canary": new, "canary_percent": 0})
-            await step(f"load {new} beside {old}", "POST", f"/admin/models/{model}/load", {"versions": [int(old), int(new)]})
+            await step(
+                f"hold traffic on {old}", "PUT", traffic, {"stable": old, "canary": new, "canary_percent": 0}
+            )
+            await step(
+                f"load {new} beside {old}",
+                "POST",
+                f"/admin/models/{model}/load",
+                {"versions": [int(old), int(new)]},
+            )
             for pct in ramp:
-                await step(f"canary {pct}%", "PUT", traffic, {"stable": old, "canary": new, "canary_percent": pct})
+                await step(
+                    f"canary {pct}%", "PUT", traffic, {"stable": old, "canary": new, "canary_percent": pct}
+                )
                 await asyncio.sleep(step_s)  # pacing of the ramp
             if retire_old:
                 await step(f"retire {old}", "POST", f"/admin/models/{model}/load", {"versions": [int(new)]})
@@ -150,20 +175,35 @@ async def switch_under_load(gateway: str, admin_key: str, model: str = "classifi
     after = [s for s in samples if s.start > t_end]
     failures = [s for s in samples if s.status != 200]
     return {
-        "model": model, "from_version": old, "to_version": new, "concurrency": concurrency,
-        "requests": len(samples), "failures": len(failures),
+        "model": model,
+        "from_version": old,
+        "to_version": new,
+        "concurrency": concurrency,
+        "requests": len(samples),
+        "failures": len(failures),
         "statuses": dict(Counter(str(s.status) for s in samples)),
-        "versions_served": {"before": dict(Counter(s.version for s in before)),
-                            "during_switch": dict(Counter(s.version for s in during)),
-                            "after": dict(Counter(s.version for s in after))},
-        "latency": {"before": percentiles(before), "during_switch": percentiles(during), "after": percentiles(after)},
-        "switch_seconds": round(t_end - t_begin, 3), "steps": steps, "ready_versions_after": served_after,
+        "versions_served": {
+            "before": dict(Counter(s.version for s in before)),
+            "during_switch": dict(Counter(s.version for s in during)),
+            "after": dict(Counter(s.version for s in after)),
+        },
+        "latency": {
+            "before": percentiles(before),
+            "during_switch": percentiles(during),
+            "after": percentiles(after),
+        },
+        "switch_seconds": round(t_end - t_begin, 3),
+        "steps": steps,
+        "ready_versions_after": served_after,
     }
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m deploy.reload_demo", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m deploy.reload_demo",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--gateway", default="http://127.0.0.1:8080")
     p.add_argument("--admin-key", default=None, help="the gateway's GATEWAY_ADMIN_KEY")
     p.add_argument("--repository", type=Path, help="start an own stack on free ports from this repository")
@@ -187,20 +227,39 @@ def main(argv: list[str] | None = None) -> int:
             stack = start_local_stack(args.repository, Path(tempfile.mkdtemp(prefix="reload-demo-")))
             gateway, key = stack.gateway_url, stack.admin_key
             with httpx.Client(base_url=gateway, headers={"X-Admin-Key": key}, timeout=600) as admin:
-                ready = [v["version"] for v in admin.get(f"/admin/models/{args.model}").json()["versions"]
-                         if v["state"] == "READY"]
+                ready = [
+                    v["version"]
+                    for v in admin.get(f"/admin/models/{args.model}").json()["versions"]
+                    if v["state"] == "READY"
+                ]
                 if len(ready) < 2:
-                    print(f"error: {args.model} needs two versions in {args.repository}: retrain (another --seed) "
-                          "and export", file=sys.stderr)
+                    print(
+                        f"error: {args.model} needs two versions in {args.repository}: retrain (another --seed) "
+                        "and export",
+                        file=sys.stderr,
+                    )
                     return 2
                 to_version = to_version or ready[-1]
-                admin.post(f"/admin/models/{args.model}/load", json={"versions": [int(ready[-2])]}).raise_for_status()
+                admin.post(
+                    f"/admin/models/{args.model}/load", json={"versions": [int(ready[-2])]}
+                ).raise_for_status()
         if not key:
             p.error("--admin-key is required against a running gateway")
-        report = asyncio.run(switch_under_load(
-            gateway, key, args.model, to_version, args.concurrency, args.warmup_s,
-            tuple(int(x) for x in args.ramp.split(",") if x), args.step_s, args.settle_s, not args.keep_old,
-            args.max_requests))
+        report = asyncio.run(
+            switch_under_load(
+                gateway,
+                key,
+                args.model,
+                to_version,
+                args.concurrency,
+                args.warmup_s,
+                tuple(int(x) for x in args.ramp.split(",") if x),
+                args.step_s,
+                args.settle_s,
+                not args.keep_old,
+                args.max_requests,
+            )
+        )
     finally:
         if stack is not None:
             stack.stop()

@@ -57,18 +57,30 @@ class Stack:
 def embedded_stack(repo: Path, workdir: Path) -> Iterator[Stack]:
     """Triton and the gateway (``python -m serving.gateway``, as deployed) on free loopback ports."""
     workdir.mkdir(parents=True, exist_ok=True)
-    cfg = launcher.TritonConfig(repo, free_port(), free_port(), free_port(), backend_dir=ROOT / "build" / "triton-backends")
+    cfg = launcher.TritonConfig(
+        repo, free_port(), free_port(), free_port(), backend_dir=ROOT / "build" / "triton-backends"
+    )
     triton = launcher.start(cfg, workdir / "soak-triton.log")
     gateway: subprocess.Popen[bytes] | None = None
     try:
         launcher.wait_ready(cfg, triton, timeout=180)
         port = free_port()
-        env = {**os.environ, "GATEWAY_TRITON_GRPC_URL": f"127.0.0.1:{cfg.grpc_port}", "GATEWAY_PORT": str(port),
-               "GATEWAY_HOST": "127.0.0.1", "GATEWAY_REQUEST_LOG": "false"}
+        env = {
+            **os.environ,
+            "GATEWAY_TRITON_GRPC_URL": f"127.0.0.1:{cfg.grpc_port}",
+            "GATEWAY_PORT": str(port),
+            "GATEWAY_HOST": "127.0.0.1",
+            "GATEWAY_REQUEST_LOG": "false",
+        }
         log = workdir / "soak-gateway.log"
         with log.open("ab") as out:
-            gateway = subprocess.Popen([sys.executable, "-m", "serving.gateway"], cwd=ROOT, env=env, stdout=out,
-                                       stderr=subprocess.STDOUT)
+            gateway = subprocess.Popen(
+                [sys.executable, "-m", "serving.gateway"],
+                cwd=ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         url = f"http://127.0.0.1:{port}"
         poll(lambda: http_ok(url + "/readyz"), 60, "gateway", gateway, log)
         yield Stack(url, gateway.pid, triton.pid)
@@ -118,8 +130,13 @@ def memory_verdict(samples: list[dict[str, float]], noise_mb: float, tail: int =
             continue
         end = statistics.median(values)
         allowed = max(noise_mb, 0.10 * start)
-        out[name] = {"baseline_mib": start, "end_mib": round(end, 2), "growth_mib": round(end - start, 2),
-                     "allowed_mib": round(allowed, 2), "ok": end - start <= allowed}
+        out[name] = {
+            "baseline_mib": start,
+            "end_mib": round(end, 2),
+            "growth_mib": round(end - start, 2),
+            "allowed_mib": round(allowed, 2),
+            "ok": end - start <= allowed,
+        }
     return out
 
 
@@ -141,8 +158,10 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax2.set_ylabel("errors per window")
     ax2.set_ylim(0, max(1, *(w["failed"] for w in wins)))
     ax.legend(loc="lower left")
-    ax.set_title(f"soak: {report['fraction']:.0%} of capacity ({report['capacity_rps']:.0f}/s), "
-                 f"{report['total']['requests']} requests, {report['total']['failed']} errors")
+    ax.set_title(
+        f"soak: {report['fraction']:.0%} of capacity ({report['capacity_rps']:.0f}/s), "
+        f"{report['total']['requests']} requests, {report['total']['failed']} errors"
+    )
     ax = axes[1]
     for p in ("p50", "p95", "p99"):
         ax.plot(t, [(w["latency_ms"] or {}).get(p) for w in wins], marker=".", label=p)
@@ -172,8 +191,11 @@ async def soak(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         if cap["failed"] or capacity <= 0:
             raise SystemExit(f"capacity run failed: {cap}")
         rate = args.fraction * capacity
-        print(f"capacity {capacity:.1f}/s at concurrency {args.concurrency}; soaking at {rate:.1f}/s "
-              f"for {args.duration:.0f} s", flush=True)
+        print(
+            f"capacity {capacity:.1f}/s at concurrency {args.concurrency}; soaking at {rate:.1f}/s "
+            f"for {args.duration:.0f} s",
+            flush=True,
+        )
         t0 = time.monotonic()
         memory = [{"t_s": 0.0, **memory_sample(stack)}]
         windows: list[dict[str, Any]] = []
@@ -186,10 +208,13 @@ async def soak(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
             windows.append(row)
             memory.append({"t_s": row["t_end_s"], **memory_sample(stack)})
             lat = row["latency_ms"] or {}
-            print(f"  t={row['t_end_s']:7.1f}s  {row['requests']:6d} req  {row['failed']:3d} err  "
-                  f"{row['throughput_rps']:7.1f}/s  p50 {lat.get('p50', 0):7.2f} ms  p99 {lat.get('p99', 0):7.2f} ms  "
-                  f"gateway {memory[-1].get('gateway', 0):.0f} MiB  triton {memory[-1].get('triton', 0):.0f} MiB"
-                  f" + stubs {memory[-1].get('triton_stubs_total', 0):.0f} MiB", flush=True)
+            print(
+                f"  t={row['t_end_s']:7.1f}s  {row['requests']:6d} req  {row['failed']:3d} err  "
+                f"{row['throughput_rps']:7.1f}/s  p50 {lat.get('p50', 0):7.2f} ms  p99 {lat.get('p99', 0):7.2f} ms  "
+                f"gateway {memory[-1].get('gateway', 0):.0f} MiB  triton {memory[-1].get('triton', 0):.0f} MiB"
+                f" + stubs {memory[-1].get('triton_stubs_total', 0):.0f} MiB",
+                flush=True,
+            )
             i += 1
     finally:
         await target.close()
@@ -202,22 +227,36 @@ async def soak(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     mem_verdict = memory_verdict(memory, args.rss_noise_mb)
     ok = total_failed == 0 and total_req > 0 and all(v["ok"] for v in mem_verdict.values())
     return {
-        "url": stack.url, "route": args.route, "model": args.model, "fraction": args.fraction,
-        "capacity_rps": capacity, "capacity_run": cap, "target_rps": round(rate, 2),
-        "duration_s": args.duration, "window_s": args.window,
+        "url": stack.url,
+        "route": args.route,
+        "model": args.model,
+        "fraction": args.fraction,
+        "capacity_rps": capacity,
+        "capacity_run": cap,
+        "target_rps": round(rate, 2),
+        "duration_s": args.duration,
+        "window_s": args.window,
         "total": {"requests": total_req, "failed": total_failed, "errors": errors},
-        "windows": windows, "memory": memory, "memory_verdict": mem_verdict, "ok": ok,
+        "windows": windows,
+        "memory": memory,
+        "memory_verdict": mem_verdict,
+        "ok": ok,
     }
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m deploy.soak", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m deploy.soak",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--url", help="a running gateway; default: start an embedded stack")
     p.add_argument("--model-repository", type=Path, default=Path("build/model_repository/cpu"))
     p.add_argument("--gateway-pid", type=int, help="with --url: the gateway's pid (for RSS)")
     p.add_argument("--triton-pid", type=int, help="with --url: Triton's pid (for RSS, stubs included)")
-    p.add_argument("--route", default="classify", help="image route of deploy.loadtest (classify, segment, ...)")
+    p.add_argument(
+        "--route", default="classify", help="image route of deploy.loadtest (classify, segment, ...)"
+    )
     p.add_argument("--model", default=None, help="model name; default: the route's default model")
     p.add_argument("--api-key", default=os.environ.get("SOAK_API_KEY"), help="sent as Bearer token if set")
     p.add_argument("--duration", type=float, default=180.0, help="soak seconds (after the capacity run)")
@@ -242,7 +281,9 @@ def main(argv: list[str] | None = None) -> int:
             stack = Stack(args.url.rstrip("/"), args.gateway_pid, args.triton_pid)
         else:
             if not any(args.model_repository.glob("*/config.pbtxt")):
-                print(f"error: no models in {args.model_repository}; run `make export` first", file=sys.stderr)
+                print(
+                    f"error: no models in {args.model_repository}; run `make export` first", file=sys.stderr
+                )
                 return 2
             print("starting Triton + gateway ...", flush=True)
             stack = stack_ctx.enter_context(embedded_stack(args.model_repository, args.out / "soak-logs"))
@@ -253,10 +294,17 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:  # matplotlib is in the train extra; the JSON report stands alone
         print("matplotlib not installed: no plot", file=sys.stderr)
     t = report["total"]
-    print(f"soak {'PASSED' if report['ok'] else 'FAILED'}: {t['requests']} requests, {t['failed']} errors "
-          f"{t['errors'] or ''}; memory: " + ", ".join(
-              f"{k} {v['baseline_mib']:.0f}->{v['end_mib']:.0f} MiB" for k, v in report["memory_verdict"].items()
-              if not k.startswith("stub ")) + f"; report {args.out / 'soak.json'}", flush=True)
+    print(
+        f"soak {'PASSED' if report['ok'] else 'FAILED'}: {t['requests']} requests, {t['failed']} errors "
+        f"{t['errors'] or ''}; memory: "
+        + ", ".join(
+            f"{k} {v['baseline_mib']:.0f}->{v['end_mib']:.0f} MiB"
+            for k, v in report["memory_verdict"].items()
+            if not k.startswith("stub ")
+        )
+        + f"; report {args.out / 'soak.json'}",
+        flush=True,
+    )
     return 0 if report["ok"] else 1
 
 

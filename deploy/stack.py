@@ -69,12 +69,19 @@ class LocalStack:
         launcher.stop(self.triton)
 
 
-def start_local_stack(repository: Path, workdir: Path, env: dict[str, str] | None = None,
-                      timeout: float = 180.0) -> LocalStack:
+def start_local_stack(
+    repository: Path, workdir: Path, env: dict[str, str] | None = None, timeout: float = 180.0
+) -> LocalStack:
     workdir.mkdir(parents=True, exist_ok=True)
-    cfg = launcher.TritonConfig(repository, free_port(), free_port(), free_port(),
-                                backend_dir=ROOT / "build" / "triton-backends", model_control="explicit",
-                                load_models=["*"])
+    cfg = launcher.TritonConfig(
+        repository,
+        free_port(),
+        free_port(),
+        free_port(),
+        backend_dir=ROOT / "build" / "triton-backends",
+        model_control="explicit",
+        load_models=["*"],
+    )
     triton = launcher.start(cfg, workdir / "triton.log")
     try:
         launcher.wait_ready(cfg, triton, timeout=timeout)
@@ -82,11 +89,29 @@ def start_local_stack(repository: Path, workdir: Path, env: dict[str, str] | Non
         launcher.stop(triton)
         raise
     port, grpc_port, admin_key = free_port(), free_port(), secrets.token_urlsafe(16)
-    full_env = {**os.environ, "GATEWAY_TRITON_GRPC_URL": f"127.0.0.1:{cfg.grpc_port}",
-                "GATEWAY_TRITON_HTTP_URL": f"127.0.0.1:{cfg.http_port}", "GATEWAY_GRPC_PORT": str(grpc_port),
-                "GATEWAY_ADMIN_KEY": admin_key, "GATEWAY_REQUEST_LOG": "false", **(env or {})}
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", "serving.gateway.main:create_app", "--host", "127.0.0.1",
-           "--port", str(port), "--no-access-log", "--log-level", "warning"]
+    full_env = {
+        **os.environ,
+        "GATEWAY_TRITON_GRPC_URL": f"127.0.0.1:{cfg.grpc_port}",
+        "GATEWAY_TRITON_HTTP_URL": f"127.0.0.1:{cfg.http_port}",
+        "GATEWAY_GRPC_PORT": str(grpc_port),
+        "GATEWAY_ADMIN_KEY": admin_key,
+        "GATEWAY_REQUEST_LOG": "false",
+        **(env or {}),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "serving.gateway.main:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
     with (workdir / "gateway.log").open("ab") as log:
         gateway = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT)
     stack = LocalStack(triton, gateway, cfg, port, grpc_port, admin_key)

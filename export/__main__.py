@@ -19,15 +19,30 @@ from training.common import load_checkpoint
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m export", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--checkpoint", action="append", required=True, metavar="PATH[:NAME]",
-                   help="a model.pt from training; NAME is the served model name (default: its folder name)")
-    p.add_argument("--repository", type=Path, default=Path("build/model_repository"),
-                   help="root folder; each target is written to <root>/<target>/")
+    p = argparse.ArgumentParser(
+        prog="python -m export",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--checkpoint",
+        action="append",
+        required=True,
+        metavar="PATH[:NAME]",
+        help="a model.pt from training; NAME is the served model name (default: its folder name)",
+    )
+    p.add_argument(
+        "--repository",
+        type=Path,
+        default=Path("build/model_repository"),
+        help="root folder; each target is written to <root>/<target>/",
+    )
     p.add_argument("--targets", nargs="+", choices=TARGETS, default=list(TARGETS))
-    p.add_argument("--version", default="auto",
-                   help="version number, or 'auto': reuse the newest when identical, else add one")
+    p.add_argument(
+        "--version",
+        default="auto",
+        help="version number, or 'auto': reuse the newest when identical, else add one",
+    )
     return p.parse_args(argv)
 
 

@@ -43,14 +43,20 @@ class OnnxContract:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> OnnxContract:
-        return cls([TensorSpec(**t) for t in d["inputs"]], [TensorSpec(**t) for t in d["outputs"]], d.get("batched", True))
+        return cls(
+            [TensorSpec(**t) for t in d["inputs"]],
+            [TensorSpec(**t) for t in d["outputs"]],
+            d.get("batched", True),
+        )
 
 
 class ParityError(AssertionError):
     """onnxruntime disagrees with PyTorch beyond the stated tolerance."""
 
 
-def export_onnx(module: nn.Module, example: tuple[torch.Tensor, ...], contract: OnnxContract, path: Path) -> Path:
+def export_onnx(
+    module: nn.Module, example: tuple[torch.Tensor, ...], contract: OnnxContract, path: Path
+) -> Path:
     """Export ``module`` (eval mode) with the contract's names and dynamic axes, then run onnx.checker."""
     import onnx
 
@@ -58,13 +64,21 @@ def export_onnx(module: nn.Module, example: tuple[torch.Tensor, ...], contract: 
     path.parent.mkdir(parents=True, exist_ok=True)
     dynamic_axes = {t.name: dict(t.dynamic) for t in contract.inputs + contract.outputs if t.dynamic}
     with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # torch marks this exporter as legacy; we chose it
+        warnings.simplefilter(
+            "ignore", DeprecationWarning
+        )  # torch marks this exporter as legacy; we chose it
         # The TorchScript-based exporter: fast, deterministic and it handles explicit state
         # (LSTM h/c, KV caches) without graph breaks.
         torch.onnx.export(
-            module, example, str(path), input_names=[t.name for t in contract.inputs],
-            output_names=[t.name for t in contract.outputs], dynamic_axes=dynamic_axes,
-            opset_version=OPSET, do_constant_folding=True, dynamo=False,
+            module,
+            example,
+            str(path),
+            input_names=[t.name for t in contract.inputs],
+            output_names=[t.name for t in contract.outputs],
+            dynamic_axes=dynamic_axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
         )
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
@@ -78,7 +92,9 @@ def _check_names(model: Any, contract: OnnxContract) -> None:
     want_in = [t.name for t in contract.inputs]
     want_out = [t.name for t in contract.outputs]
     if got_in != want_in or got_out != want_out:
-        raise ValueError(f"ONNX graph tensors {got_in}->{got_out} differ from the contract {want_in}->{want_out}")
+        raise ValueError(
+            f"ONNX graph tensors {got_in}->{got_out} differ from the contract {want_in}->{want_out}"
+        )
 
 
 def ort_session(path: Path, threads: int = 0) -> Any:
@@ -90,8 +106,9 @@ def ort_session(path: Path, threads: int = 0) -> Any:
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def check_parity(module: nn.Module, path: Path, feeds: dict[str, np.ndarray], atol: float, rtol: float = 0.0
-                 ) -> dict[str, float]:
+def check_parity(
+    module: nn.Module, path: Path, feeds: dict[str, np.ndarray], atol: float, rtol: float = 0.0
+) -> dict[str, float]:
     """Run the same inputs through PyTorch and onnxruntime; raise ParityError beyond atol + rtol*|ref|.
 
     Returns the max absolute error per output and the time taken, for the model card.
@@ -113,7 +130,9 @@ def check_parity(module: nn.Module, path: Path, feeds: dict[str, np.ndarray], at
             bound = atol + rtol * np.abs(r_np.astype(np.float64))
             worst = float(err.max()) if err.size else 0.0
             if (err > bound).any():
-                raise ParityError(f"output {name!r}: max |onnx - torch| = {worst:.3g} exceeds atol={atol} rtol={rtol}")
+                raise ParityError(
+                    f"output {name!r}: max |onnx - torch| = {worst:.3g} exceeds atol={atol} rtol={rtol}"
+                )
         else:
             worst = float((r_np != g).sum())
             if worst:

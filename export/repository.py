@@ -25,9 +25,16 @@ TARGETS = ("cpu", "gpu")
 BACKEND_MODELS_DIR = Path(__file__).resolve().parent.parent / "serving" / "triton" / "models"
 
 _DTYPES = {
-    "uint8": "TYPE_UINT8", "int8": "TYPE_INT8", "int32": "TYPE_INT32", "int64": "TYPE_INT64",
-    "float16": "TYPE_FP16", "float32": "TYPE_FP32", "float64": "TYPE_FP64", "bool": "TYPE_BOOL",
-    "bytes": "TYPE_STRING", "object": "TYPE_STRING",
+    "uint8": "TYPE_UINT8",
+    "int8": "TYPE_INT8",
+    "int32": "TYPE_INT32",
+    "int64": "TYPE_INT64",
+    "float16": "TYPE_FP16",
+    "float32": "TYPE_FP32",
+    "float64": "TYPE_FP64",
+    "bool": "TYPE_BOOL",
+    "bytes": "TYPE_STRING",
+    "object": "TYPE_STRING",
 }
 
 
@@ -79,7 +86,9 @@ def build_config(model: RepositoryModel, target: str) -> Any:
     for spec in model.inputs:
         cfg.input.add(name=spec.name, data_type=getattr(mc, _DTYPES[spec.dtype]), dims=_dims(spec, batched))
     for i, spec in enumerate(model.outputs):
-        out = cfg.output.add(name=spec.name, data_type=getattr(mc, _DTYPES[spec.dtype]), dims=_dims(spec, batched))
+        out = cfg.output.add(
+            name=spec.name, data_type=getattr(mc, _DTYPES[spec.dtype]), dims=_dims(spec, batched)
+        )
         if model.labels and i == 0:
             out.label_filename = "labels.txt"  # enables Triton's classification extension too
     if model.dynamic_batching and batched:
@@ -171,8 +180,15 @@ def write_model(repo: Path, target: str, model: RepositoryModel, version: int | 
     vdir.mkdir(parents=True, exist_ok=True)
     for name, src in sources.items():
         shutil.copyfile(src, vdir / name)
-    card = {"name": model.name, "version": number, "task": model.task, "target": target,
-            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": digests, **model.card}
+    card = {
+        "name": model.name,
+        "version": number,
+        "task": model.task,
+        "target": target,
+        "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "files": digests,
+        **model.card,
+    }
     (vdir / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True, default=str) + "\n")
     if model.labels:
         (model_dir / "labels.txt").write_text("\n".join(model.labels) + "\n")

@@ -17,8 +17,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def poll(check: Callable[[], bool], timeout: float, what: str, proc: subprocess.Popen | None = None,
-         log: Path | None = None) -> None:
+def poll(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    proc: subprocess.Popen | None = None,
+    log: Path | None = None,
+) -> None:
     """Call ``check`` until it returns True; fail fast if ``proc`` exits, with the tail of its log."""
     deadline = time.monotonic() + timeout
     delay = 0.02

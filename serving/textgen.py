@@ -34,10 +34,23 @@ MAX_STOP_CHARS = 64
 
 # Typographic characters a user may paste into a prompt, folded onto the corpus's plain ASCII.
 _FOLD = {
-    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'", "\u2032": "'",
-    "\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2033": '"',
-    "\u2013": "-", "\u2014": "--", "\u2015": "--", "\u2212": "-",
-    "\u2026": "...", "\u00a0": " ", "\t": " ", "\r": "",
+    "\u2018": "'",
+    "\u2019": "'",
+    "\u201a": "'",
+    "\u201b": "'",
+    "\u2032": "'",
+    "\u201c": '"',
+    "\u201d": '"',
+    "\u201e": '"',
+    "\u2033": '"',
+    "\u2013": "-",
+    "\u2014": "--",
+    "\u2015": "--",
+    "\u2212": "-",
+    "\u2026": "...",
+    "\u00a0": " ",
+    "\t": " ",
+    "\r": "",
 }
 
 
@@ -114,6 +127,7 @@ class CharVocab:
 
 # --- sampling ------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class SamplingParams:
     temperature: float = 1.0  # 0 = greedy
@@ -139,8 +153,9 @@ def draw_uniforms(params: Sequence[SamplingParams], rngs: Sequence[np.random.Gen
     return np.array([rng.random() if p.temperature > 0 else 0.0 for p, rng in zip(params, rngs, strict=True)])
 
 
-def sample_next(logits: np.ndarray, params: Sequence[SamplingParams], rngs: Sequence[np.random.Generator]
-                ) -> np.ndarray:
+def sample_next(
+    logits: np.ndarray, params: Sequence[SamplingParams], rngs: Sequence[np.random.Generator]
+) -> np.ndarray:
     """(N, V) logits of the next token -> (N,) int64 ids, each row with its own params and RNG.
 
     Row-wise operations only (float64, sequential cumsums), so a row's result does not depend
@@ -184,6 +199,7 @@ def sample_next(logits: np.ndarray, params: Sequence[SamplingParams], rngs: Sequ
 
 # --- stop strings --------------------------------------------------------------------------------
 
+
 class StopMatcher:
     """Releases generated text as it becomes safe; ends at the first stop string (excluded).
 
@@ -204,7 +220,7 @@ class StopMatcher:
         start = len(self.text)
         self.text += piece
         if not self.stops:
-            out, self.released = self.text[self.released:], len(self.text)
+            out, self.released = self.text[self.released :], len(self.text)
             return out
         cut = None
         for s in self.stops:
@@ -214,7 +230,7 @@ class StopMatcher:
         if cut is not None:
             self.stopped = True
             self.text = self.text[:cut]
-            out, self.released = self.text[self.released:], len(self.text)
+            out, self.released = self.text[self.released :], len(self.text)
             return out
         hold = 0
         for s in self.stops:  # longest suffix of the text that is a proper prefix of a stop string
@@ -223,17 +239,18 @@ class StopMatcher:
                     hold = k
                     break
         safe = len(self.text) - hold
-        out = self.text[self.released:safe] if safe > self.released else ""
+        out = self.text[self.released : safe] if safe > self.released else ""
         self.released = max(self.released, safe)
         return out
 
     def flush(self) -> str:
         """At the end (length limit): release what was held back."""
-        out, self.released = self.text[self.released:], len(self.text)
+        out, self.released = self.text[self.released :], len(self.text)
         return out
 
 
 # --- context window ------------------------------------------------------------------------------
+
 
 def window_keep(context_length: int) -> int:
     """Tokens kept when a fixed-context model (GPT) runs out of positions: the newest half.
@@ -255,10 +272,12 @@ def refeed_ids(history: np.ndarray | Sequence[int], context_length: int | None) 
     hist = np.asarray(history, dtype=np.int64)
     if context_length is None:
         return hist
-    return hist[-min(len(hist), window_keep(context_length)):]
+    return hist[-min(len(hist), window_keep(context_length)) :]
 
 
-def prompt_ids(vocab: CharVocab, prompt: str, context_length: int | None, start_char: str = "\n") -> np.ndarray:
+def prompt_ids(
+    vocab: CharVocab, prompt: str, context_length: int | None, start_char: str = "\n"
+) -> np.ndarray:
     """Encode a prompt; an empty prompt starts from ``start_char``; too long a prompt keeps its end."""
     ids = vocab.encode(prompt)
     if ids.size == 0:

@@ -20,8 +20,12 @@ def served_checkpoints(classifier_ckpt: Path) -> dict[str, Path]:
     """Served name -> checkpoint for every task: tiny models trained in seconds (cached by code hash)."""
     from tests.support.text_models import SERVED, text_checkpoint
 
-    ckpts = {"classifier": classifier_ckpt, "segmenter": models.segmenter_checkpoint(),
-             **models.sr_checkpoints(2), "anomaly": models.anomaly_checkpoint()}
+    ckpts = {
+        "classifier": classifier_ckpt,
+        "segmenter": models.segmenter_checkpoint(),
+        **models.sr_checkpoints(2),
+        "anomaly": models.anomaly_checkpoint(),
+    }
     ckpts.update({SERVED[arch]: text_checkpoint(arch) for arch in ("lstm_lm", "gpt")})
     return ckpts
 
@@ -41,7 +45,9 @@ def triton(tmp_path_factory: pytest.TempPathFactory, model_repository: Path) -> 
 
 
 @pytest.fixture(scope="session")
-def gateway(tmp_path_factory: pytest.TempPathFactory, triton: procs.TritonHandle) -> Iterator[procs.GatewayHandle]:
+def gateway(
+    tmp_path_factory: pytest.TempPathFactory, triton: procs.TritonHandle
+) -> Iterator[procs.GatewayHandle]:
     handle = procs.start_gateway(triton.grpc_url, tmp_path_factory.mktemp("gateway"))
     yield handle
     handle.stop()

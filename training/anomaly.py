@@ -39,12 +39,30 @@ from training.data.anomaly import ANOMALY_KINDS, load_anomaly_splits
 from training.models import build_model, config_class
 
 PROFILES: dict[str, dict[str, Any]] = {
-    "tiny": {"epochs": 2, "limit": 256, "image_size": 16, "batch": 64, "lr": 3e-3,
-             "model": {"widths": (8, 16), "latent_dim": 8}},
-    "quick": {"epochs": 30, "limit": None, "image_size": 32, "batch": 64, "lr": 3e-3,
-              "model": {"widths": (32, 64, 128), "latent_dim": 24}},
-    "full": {"epochs": 150, "limit": None, "image_size": 32, "batch": 64, "lr": 2e-3,
-             "model": {"widths": (64, 128, 256), "latent_dim": 32}},
+    "tiny": {
+        "epochs": 2,
+        "limit": 256,
+        "image_size": 16,
+        "batch": 64,
+        "lr": 3e-3,
+        "model": {"widths": (8, 16), "latent_dim": 8},
+    },
+    "quick": {
+        "epochs": 30,
+        "limit": None,
+        "image_size": 32,
+        "batch": 64,
+        "lr": 3e-3,
+        "model": {"widths": (32, 64, 128), "latent_dim": 24},
+    },
+    "full": {
+        "epochs": 150,
+        "limit": None,
+        "image_size": 32,
+        "batch": 64,
+        "lr": 2e-3,
+        "model": {"widths": (64, 128, 256), "latent_dim": 32},
+    },
 }
 MEAN, STD = 0.0, 1.0  # the autoencoder works on x/255 in [0, 1] (sigmoid output): no further shift
 NOISE_STD = 0.2  # denoising: Gaussian noise on the input ...
@@ -70,7 +88,7 @@ def scores(model: torch.nn.Module, x_u8: np.ndarray, device: torch.device, batch
     model.eval()
     out = []
     for i in range(0, len(x_u8), batch):
-        x = to_float(torch.from_numpy(x_u8[i:i + batch])).to(device)
+        x = to_float(torch.from_numpy(x_u8[i : i + batch])).to(device)
         out.append((model(x) - x).pow(2).mean((1, 2, 3)).cpu().numpy())
     return np.concatenate(out)
 
@@ -82,8 +100,9 @@ def roc_auc(normal: np.ndarray, anomalous: np.ndarray) -> float:
     return float(roc_auc_score(y, np.r_[normal, anomalous]))
 
 
-def plot_histogram(out: Path, normal: np.ndarray, anomalous: np.ndarray, kinds: np.ndarray, threshold: float,
-                   auc: float) -> Path:
+def plot_histogram(
+    out: Path, normal: np.ndarray, anomalous: np.ndarray, kinds: np.ndarray, threshold: float, auc: float
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,8 +133,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     # Default VAE: on quick, seed 0 it beat the plain denoising AE on the hard anomalies (shapes
     # ROC-AUC 0.998 vs 0.989, shapes flagged at the threshold 97.5% vs 43%), the KL term keeping
     # the code from generalising to non-digits. Both are denoising (corrupted in, clean target).
-    p.add_argument("--variational", action=argparse.BooleanOptionalAction, default=True,
-                   help="VAE (KL term, sampled code); --no-variational: plain denoising autoencoder")
+    p.add_argument(
+        "--variational",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="VAE (KL term, sampled code); --no-variational: plain denoising autoencoder",
+    )
     args = p.parse_args(argv)
     device = setup_run(args)
     prof = PROFILES[args.profile]
@@ -141,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             perm = torch.randperm(len(x_train), generator=gen)
             total = 0.0
             for s in range(steps_per_epoch):
-                clean = x_train[perm[s * prof["batch"]:(s + 1) * prof["batch"]]]
+                clean = x_train[perm[s * prof["batch"] : (s + 1) * prof["batch"]]]
                 recon, mu, logvar = model.forward_train(corrupt(clean, gen).to(device))
                 loss = F.mse_loss(recon, clean.to(device))
                 if logvar is not None:  # KL(q(z|x) || N(0, I)), per latent unit
@@ -163,31 +186,66 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     auc = roc_auc(s_test, s_anom)
     per_kind = {k: roc_auc(s_test, s_anom[data.anomaly_kinds == k]) for k in ANOMALY_KINDS}
     recall_kind = {k: float((s_anom[data.anomaly_kinds == k] > threshold).mean()) for k in ANOMALY_KINDS}
-    dataset = ("normal: sklearn load_digits (train/val/test split of training.data.digits); anomalies: "
-               f"{len(s_anom)} generated 8x8 scans ({', '.join(ANOMALY_KINDS)}, fixed seed), "
-               "same resize path as the digits")
+    dataset = (
+        "normal: sklearn load_digits (train/val/test split of training.data.digits); anomalies: "
+        f"{len(s_anom)} generated 8x8 scans ({', '.join(ANOMALY_KINDS)}, fixed seed), "
+        "same resize path as the digits"
+    )
     metrics: dict[str, Any] = {
-        "task": "anomaly", "arch": args.arch, "variational": args.variational, "profile": args.profile,
-        "epochs": epochs, "parameters": count_parameters(model), "train_seconds": round(timer.seconds, 2),
-        "test_roc_auc": auc, "test_roc_auc_per_kind": per_kind, "threshold": threshold,
+        "task": "anomaly",
+        "arch": args.arch,
+        "variational": args.variational,
+        "profile": args.profile,
+        "epochs": epochs,
+        "parameters": count_parameters(model),
+        "train_seconds": round(timer.seconds, 2),
+        "test_roc_auc": auc,
+        "test_roc_auc_per_kind": per_kind,
+        "threshold": threshold,
         "threshold_rule": f"{THRESHOLD_PERCENTILE:g}th percentile of validation-normal scores",
         "test_false_positive_rate": float((s_test > threshold).mean()),
-        "test_detection_rate": float((s_anom > threshold).mean()), "test_detection_rate_per_kind": recall_kind,
-        "test_normal": len(s_test), "test_anomalies": len(s_anom), "image_size": size, "dataset": dataset,
+        "test_detection_rate": float((s_anom > threshold).mean()),
+        "test_detection_rate_per_kind": recall_kind,
+        "test_normal": len(s_test),
+        "test_anomalies": len(s_anom),
+        "image_size": size,
+        "dataset": dataset,
     }
-    meta = {"threshold": threshold, "image_size": size, "channels": 1, "mean": MEAN, "std": STD,
-            "score": "mean squared reconstruction error, pixels in [0, 1]", "dataset": dataset,
-            "metrics": {k: metrics[k] for k in ("test_roc_auc", "test_false_positive_rate", "test_detection_rate",
-                                                "threshold_rule", "profile", "epochs")}}
+    meta = {
+        "threshold": threshold,
+        "image_size": size,
+        "channels": 1,
+        "mean": MEAN,
+        "std": STD,
+        "score": "mean squared reconstruction error, pixels in [0, 1]",
+        "dataset": dataset,
+        "metrics": {
+            k: metrics[k]
+            for k in (
+                "test_roc_auc",
+                "test_false_positive_rate",
+                "test_detection_rate",
+                "threshold_rule",
+                "profile",
+                "epochs",
+            )
+        },
+    }
     save_checkpoint(args.out / CHECKPOINT_NAME, args.arch, cfg, model, "anomaly", meta)
     write_metrics(args.out, metrics, hist)
-    plot_curves(args.out, hist, f"{'VAE' if args.variational else 'denoising AE'} on digits: test ROC-AUC {auc:.3f}",
-                groups=[("train_loss", "val_score"), ("val_roc_auc",)])
+    plot_curves(
+        args.out,
+        hist,
+        f"{'VAE' if args.variational else 'denoising AE'} on digits: test ROC-AUC {auc:.3f}",
+        groups=[("train_loss", "val_score"), ("val_roc_auc",)],
+    )
     plot_histogram(args.out, s_test, s_anom, data.anomaly_kinds, threshold, auc)
     kinds = ", ".join(f"{k} {v:.3f}" for k, v in per_kind.items())
-    print(f"test ROC-AUC {auc:.4f} ({kinds}); threshold {threshold:.5f} flags "
-          f"{metrics['test_detection_rate']:.1%} of anomalies, {metrics['test_false_positive_rate']:.1%} of normal "
-          f"({timer.seconds:.1f}s); wrote {args.out}")
+    print(
+        f"test ROC-AUC {auc:.4f} ({kinds}); threshold {threshold:.5f} flags "
+        f"{metrics['test_detection_rate']:.1%} of anomalies, {metrics['test_false_positive_rate']:.1%} of normal "
+        f"({timer.seconds:.1f}s); wrote {args.out}"
+    )
     return metrics
 
 

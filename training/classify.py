@@ -30,10 +30,23 @@ from training.models import build_model, config_class
 
 # Per-profile recipe: epochs, train-set limit, image size, batch size, lr, model overrides.
 PROFILES = {
-    "tiny": {"epochs": 2, "limit": 256, "image_size": 16, "batch": 64, "lr": 3e-3, "model": {"widths": (8, 16)}},
+    "tiny": {
+        "epochs": 2,
+        "limit": 256,
+        "image_size": 16,
+        "batch": 64,
+        "lr": 3e-3,
+        "model": {"widths": (8, 16)},
+    },
     "quick": {"epochs": 24, "limit": None, "image_size": 32, "batch": 64, "lr": 3e-3, "model": {}},
-    "full": {"epochs": 60, "limit": None, "image_size": 32, "batch": 64, "lr": 2e-3,
-             "model": {"widths": (32, 64, 128), "blocks_per_stage": 2}},
+    "full": {
+        "epochs": 60,
+        "limit": None,
+        "image_size": 32,
+        "batch": 64,
+        "lr": 2e-3,
+        "model": {"widths": (32, 64, 128), "blocks_per_stage": 2},
+    },
 }
 MEAN, STD = 0.5, 0.5  # normalisation baked into the exported graph: x/255 -> (x - MEAN) / STD
 
@@ -47,11 +60,13 @@ def augment(x: torch.Tensor, pad: int = 2) -> torch.Tensor:
     n, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad), value=float((1.0 - MEAN) / STD))
     dx, dy = np.random.randint(0, 2 * pad + 1, size=2)
-    return padded[:, :, dy:dy + h, dx:dx + w]
+    return padded[:, :, dy : dy + h, dx : dx + w]
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device) -> tuple[float, float]:
+def evaluate(
+    model: torch.nn.Module, x: np.ndarray, y: np.ndarray, device: torch.device
+) -> tuple[float, float]:
     model.eval()
     xs = to_float(torch.from_numpy(x)).to(device)
     logits = model(xs)
@@ -88,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
             perm = torch.randperm(len(x_train), generator=gen)
             total = 0.0
             for s in range(steps_per_epoch):
-                idx = perm[s * prof["batch"]:(s + 1) * prof["batch"]]
+                idx = perm[s * prof["batch"] : (s + 1) * prof["batch"]]
                 xb, yb = augment(x_train[idx]).to(device), y_train[idx].to(device)
                 loss = F.cross_entropy(model(xb), yb, label_smoothing=0.05)
                 opt.zero_grad(set_to_none=True)
@@ -102,19 +117,39 @@ def main(argv: list[str] | None = None) -> dict:
 
     test_loss, test_acc = evaluate(model, data.x_test, data.y_test, device)
     model.cpu()
-    metrics = {"task": "classification", "arch": args.arch, "profile": args.profile, "epochs": epochs,
-               "parameters": count_parameters(model), "train_seconds": round(timer.seconds, 2),
-               "test_loss": test_loss, "test_accuracy": test_acc, "test_size": len(data.y_test),
-               "dataset": "sklearn.datasets.load_digits (fixed stratified 80/20 split, seed 0)"}
-    meta = {"labels": LABELS, "image_size": prof["image_size"], "channels": 1, "mean": MEAN, "std": STD,
-            "metrics": {k: metrics[k] for k in ("test_accuracy", "test_loss", "profile", "epochs")},
-            "dataset": metrics["dataset"]}
+    metrics = {
+        "task": "classification",
+        "arch": args.arch,
+        "profile": args.profile,
+        "epochs": epochs,
+        "parameters": count_parameters(model),
+        "train_seconds": round(timer.seconds, 2),
+        "test_loss": test_loss,
+        "test_accuracy": test_acc,
+        "test_size": len(data.y_test),
+        "dataset": "sklearn.datasets.load_digits (fixed stratified 80/20 split, seed 0)",
+    }
+    meta = {
+        "labels": LABELS,
+        "image_size": prof["image_size"],
+        "channels": 1,
+        "mean": MEAN,
+        "std": STD,
+        "metrics": {k: metrics[k] for k in ("test_accuracy", "test_loss", "profile", "epochs")},
+        "dataset": metrics["dataset"],
+    }
     save_checkpoint(args.out / CHECKPOINT_NAME, args.arch, cfg, model, "classification", meta)
     write_metrics(args.out, metrics, hist)
-    plot_curves(args.out, hist, f"{args.arch} on digits: test accuracy {test_acc:.3f}",
-                groups=[("train_loss", "val_loss"), ("val_accuracy",)])
-    print(f"test accuracy {test_acc:.4f} on {len(data.y_test)} held-out digits "
-          f"({timer.seconds:.1f}s); wrote {args.out}")
+    plot_curves(
+        args.out,
+        hist,
+        f"{args.arch} on digits: test accuracy {test_acc:.3f}",
+        groups=[("train_loss", "val_loss"), ("val_accuracy",)],
+    )
+    print(
+        f"test accuracy {test_acc:.4f} on {len(data.y_test)} held-out digits "
+        f"({timer.seconds:.1f}s); wrote {args.out}"
+    )
     return metrics
 
 

@@ -42,10 +42,18 @@ def resolve_device(name: str) -> torch.device:
 
 def base_parser(description: str, default_out: str) -> argparse.ArgumentParser:
     """The flags every recipe takes, so `python -m training.<task> --help` reads the same everywhere."""
-    p = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--profile", choices=["tiny", "quick", "full"], default="quick",
-                   help="tiny: seconds (tests); quick: minutes on 2 CPU cores; full: best model, meant for a GPU")
-    p.add_argument("--out", type=Path, default=Path(default_out), help="folder for checkpoint, metrics and plots")
+    p = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    p.add_argument(
+        "--profile",
+        choices=["tiny", "quick", "full"],
+        default="quick",
+        help="tiny: seconds (tests); quick: minutes on 2 CPU cores; full: best model, meant for a GPU",
+    )
+    p.add_argument(
+        "--out", type=Path, default=Path(default_out), help="folder for checkpoint, metrics and plots"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=None, help="override the profile's epoch count")
@@ -62,12 +70,19 @@ def setup_run(args: argparse.Namespace) -> torch.device:
     return resolve_device(args.device)
 
 
-def save_checkpoint(path: Path, arch: str, config: Any, model: nn.Module, task: str,
-                    meta: dict[str, Any] | None = None) -> None:
+def save_checkpoint(
+    path: Path, arch: str, config: Any, model: nn.Module, task: str, meta: dict[str, Any] | None = None
+) -> None:
     """Store build arguments + weights + task facts; plain types only so `weights_only=True` loads it."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    payload = {"format": 1, "arch": arch, "config": config_to_dict(config), "task": task,
-               "meta": meta or {}, "state_dict": state}
+    payload = {
+        "format": 1,
+        "arch": arch,
+        "config": config_to_dict(config),
+        "task": task,
+        "meta": meta or {},
+        "state_dict": state,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save(payload, tmp)
@@ -109,7 +124,9 @@ def write_metrics(out: Path, metrics: dict[str, Any], history: History | None = 
     (out / METRICS_NAME).write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-def plot_curves(out: Path, history: History, title: str, groups: Iterable[tuple[str, ...]] | None = None) -> Path:
+def plot_curves(
+    out: Path, history: History, title: str, groups: Iterable[tuple[str, ...]] | None = None
+) -> Path:
     """One panel per group of series (e.g. losses, accuracy)."""
     import matplotlib
 

@@ -59,24 +59,52 @@ ARCHS = ("lstm_lm", "gpt")
 # (batch 4: 5.9 again). Dropout is off for tiny/quick: minutes of training underfit, and its masks cost
 # ~15% of a CPU step.
 PROFILES: dict[str, dict[str, Any]] = {
-    "tiny": {"epochs": 2, "steps": {"lstm_lm": 12, "gpt": 12}, "batch": {"lstm_lm": 16, "gpt": 16}, "context": 32,
-             "lr": {"lstm_lm": 1e-2, "gpt": 1e-2}, "limit_chars": 200_000, "val_windows": 16, "sample_chars": 80,
-             "model": {"lstm_lm": {"embed_dim": 16, "hidden_size": 48, "num_layers": 1, "dropout": 0.0},
-                       "gpt": {"d_model": 32, "n_layer": 2, "n_head": 2, "dropout": 0.0}}},
-    "quick": {"epochs": 8, "steps": {"lstm_lm": 110, "gpt": 280}, "batch": {"lstm_lm": 32, "gpt": 8}, "context": 128,
-              "lr": {"lstm_lm": 4e-3, "gpt": 3e-3}, "limit_chars": None, "val_windows": 256, "sample_chars": 400,
-              "model": {"lstm_lm": {"dropout": 0.0}, "gpt": {"dropout": 0.0}}},
-    "full": {"epochs": 25, "steps": {"lstm_lm": 400, "gpt": 400}, "batch": {"lstm_lm": 64, "gpt": 64},
-             "context": 256, "lr": {"lstm_lm": 2e-3, "gpt": 1e-3}, "limit_chars": None, "val_windows": 1024,
-             "sample_chars": 600,
-             "model": {"lstm_lm": {"embed_dim": 256, "hidden_size": 768, "num_layers": 3, "dropout": 0.2},
-                       "gpt": {"d_model": 384, "n_layer": 6, "n_head": 6, "dropout": 0.2}}},
+    "tiny": {
+        "epochs": 2,
+        "steps": {"lstm_lm": 12, "gpt": 12},
+        "batch": {"lstm_lm": 16, "gpt": 16},
+        "context": 32,
+        "lr": {"lstm_lm": 1e-2, "gpt": 1e-2},
+        "limit_chars": 200_000,
+        "val_windows": 16,
+        "sample_chars": 80,
+        "model": {
+            "lstm_lm": {"embed_dim": 16, "hidden_size": 48, "num_layers": 1, "dropout": 0.0},
+            "gpt": {"d_model": 32, "n_layer": 2, "n_head": 2, "dropout": 0.0},
+        },
+    },
+    "quick": {
+        "epochs": 8,
+        "steps": {"lstm_lm": 110, "gpt": 280},
+        "batch": {"lstm_lm": 32, "gpt": 8},
+        "context": 128,
+        "lr": {"lstm_lm": 4e-3, "gpt": 3e-3},
+        "limit_chars": None,
+        "val_windows": 256,
+        "sample_chars": 400,
+        "model": {"lstm_lm": {"dropout": 0.0}, "gpt": {"dropout": 0.0}},
+    },
+    "full": {
+        "epochs": 25,
+        "steps": {"lstm_lm": 400, "gpt": 400},
+        "batch": {"lstm_lm": 64, "gpt": 64},
+        "context": 256,
+        "lr": {"lstm_lm": 2e-3, "gpt": 1e-3},
+        "limit_chars": None,
+        "val_windows": 1024,
+        "sample_chars": 600,
+        "model": {
+            "lstm_lm": {"embed_dim": 256, "hidden_size": 768, "num_layers": 3, "dropout": 0.2},
+            "gpt": {"d_model": 384, "n_layer": 6, "n_head": 6, "dropout": 0.2},
+        },
+    },
 }
 SAMPLE_PROMPT = "KING.\n"
 SAMPLE_PARAMS = SamplingParams(temperature=0.8, top_k=0, top_p=0.95, seed=0)
 
 
 # --- offline reference decoder ---------------------------------------------------------------------
+
 
 class TorchDecoder:
     """One sequence through a model's ``step`` API; the state lives here (KV cache or h/c)."""
@@ -125,15 +153,27 @@ def single_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def generate(model: nn.Module, vocab: CharVocab, prompt: str, max_new_tokens: int,
-             params: SamplingParams = SamplingParams(), stop: tuple[str, ...] = ()) -> Generation:
+def generate(
+    model: nn.Module,
+    vocab: CharVocab,
+    prompt: str,
+    max_new_tokens: int,
+    params: SamplingParams = SamplingParams(),
+    stop: tuple[str, ...] = (),
+) -> Generation:
     """The reference decoding loop; serving/triton/models/generator.py runs the same one, batched."""
     with single_thread():
         return _generate(model, vocab, prompt, max_new_tokens, params.validate(), stop)
 
 
-def _generate(model: nn.Module, vocab: CharVocab, prompt: str, max_new_tokens: int, params: SamplingParams,
-              stop: tuple[str, ...]) -> Generation:
+def _generate(
+    model: nn.Module,
+    vocab: CharVocab,
+    prompt: str,
+    max_new_tokens: int,
+    params: SamplingParams,
+    stop: tuple[str, ...],
+) -> Generation:
     rng = params.rng()
     dec = TorchDecoder(model)
     history = list(prompt_ids(vocab, prompt, dec.context_length))
@@ -161,7 +201,10 @@ def _generate(model: nn.Module, vocab: CharVocab, prompt: str, max_new_tokens: i
 
 # --- training -----------------------------------------------------------------------------------
 
-def batches(data: np.ndarray, batch: int, context: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+
+def batches(
+    data: np.ndarray, batch: int, context: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows: x (N, T) and the next-character targets y (N, T)."""
     starts = torch.randint(0, len(data) - context - 1, (batch,), generator=gen).numpy()
     idx = starts[:, None] + np.arange(context + 1)[None, :]
@@ -176,10 +219,12 @@ def evaluate(model: nn.Module, data: np.ndarray, context: int, windows: int, dev
     starts = np.linspace(0, len(data) - context - 1, windows).astype(np.int64)
     total, count = 0.0, 0
     for s in range(0, windows, 64):
-        idx = starts[s:s + 64, None] + np.arange(context + 1)[None, :]
+        idx = starts[s : s + 64, None] + np.arange(context + 1)[None, :]
         w = torch.from_numpy(data[idx].astype(np.int64)).to(device)
         logits = model(w[:, :-1]).float()
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), w[:, 1:].reshape(-1), reduction="sum").item()
+        total += F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), w[:, 1:].reshape(-1), reduction="sum"
+        ).item()
         count += w[:, 1:].numel()
     return total / count
 
@@ -196,8 +241,14 @@ def autocast_for(device: torch.device) -> tuple[Any, torch.amp.GradScaler | None
 def arch_facts(arch: str, cfg: Any) -> dict[str, Any]:
     """What export needs to size state tensors without reading the module."""
     if arch == "gpt":
-        return {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "head_dim": cfg.head_dim, "d_model": cfg.d_model,
-                "state": "kv_cache", "tie_weights": cfg.tie_weights}
+        return {
+            "n_layer": cfg.n_layer,
+            "n_head": cfg.n_head,
+            "head_dim": cfg.head_dim,
+            "d_model": cfg.d_model,
+            "state": "kv_cache",
+            "tie_weights": cfg.tie_weights,
+        }
     return {"num_layers": cfg.num_layers, "hidden_size": cfg.hidden_size, "state": "lstm"}
 
 
@@ -211,8 +262,12 @@ def main(argv: list[str] | None = None) -> dict:
     context = prof["context"]
 
     data = load_splits(prof["limit_chars"])
-    cfg = replace(config_class(args.arch)(), vocab_size=len(data.vocab), context_length=context,
-                  **prof["model"][args.arch])
+    cfg = replace(
+        config_class(args.arch)(),
+        vocab_size=len(data.vocab),
+        context_length=context,
+        **prof["model"][args.arch],
+    )
     model = build_model(args.arch, cfg).to(device)
     steps, lr, batch = prof["steps"][args.arch], prof["lr"][args.arch], prof["batch"][args.arch]
     # fused: one kernel for all parameters instead of ~10 small ops each (measured 1.5x per CPU step)
@@ -255,25 +310,59 @@ def main(argv: list[str] | None = None) -> dict:
             bar.set_postfix(loss=f"{total / steps:.3f}", val_ppl=f"{math.exp(val_loss):.2f}")
 
     model.cpu().eval()
-    val_loss = evaluate(model, data.val, context, prof["val_windows"], torch.device("cpu"))  # float32, as served
+    val_loss = evaluate(
+        model, data.val, context, prof["val_windows"], torch.device("cpu")
+    )  # float32, as served
     sample = generate(model, data.vocab, SAMPLE_PROMPT, prof["sample_chars"], SAMPLE_PARAMS)
-    metrics = {"task": TASK, "arch": args.arch, "profile": args.profile, "epochs": epochs, "steps": total_steps,
-               "parameters": count_parameters(model), "train_seconds": round(timer.seconds, 2),
-               "tokens_seen": total_steps * batch * context, "batch": batch, "val_loss": val_loss,
-               "val_perplexity": math.exp(val_loss), "unigram_perplexity": unigram,
-               "val_characters_scored": prof["val_windows"] * context, "vocab_size": len(data.vocab),
-               "context_length": context, "dataset": DESCRIPTION, "validation_works": data.val_works,
-               "sample": {"prompt": SAMPLE_PROMPT, "text": sample.text, "temperature": SAMPLE_PARAMS.temperature,
-                          "top_p": SAMPLE_PARAMS.top_p, "seed": SAMPLE_PARAMS.seed}}
-    meta = {"vocabulary": data.vocab.to_dict(), "context_length": context, "arch_facts": arch_facts(args.arch, cfg),
-            "metrics": {k: metrics[k] for k in ("val_perplexity", "unigram_perplexity", "val_loss", "profile",
-                                                 "epochs", "steps")},
-            "dataset": DESCRIPTION, "validation_works": data.val_works, "sample": metrics["sample"]}
+    metrics = {
+        "task": TASK,
+        "arch": args.arch,
+        "profile": args.profile,
+        "epochs": epochs,
+        "steps": total_steps,
+        "parameters": count_parameters(model),
+        "train_seconds": round(timer.seconds, 2),
+        "tokens_seen": total_steps * batch * context,
+        "batch": batch,
+        "val_loss": val_loss,
+        "val_perplexity": math.exp(val_loss),
+        "unigram_perplexity": unigram,
+        "val_characters_scored": prof["val_windows"] * context,
+        "vocab_size": len(data.vocab),
+        "context_length": context,
+        "dataset": DESCRIPTION,
+        "validation_works": data.val_works,
+        "sample": {
+            "prompt": SAMPLE_PROMPT,
+            "text": sample.text,
+            "temperature": SAMPLE_PARAMS.temperature,
+            "top_p": SAMPLE_PARAMS.top_p,
+            "seed": SAMPLE_PARAMS.seed,
+        },
+    }
+    meta = {
+        "vocabulary": data.vocab.to_dict(),
+        "context_length": context,
+        "arch_facts": arch_facts(args.arch, cfg),
+        "metrics": {
+            k: metrics[k]
+            for k in ("val_perplexity", "unigram_perplexity", "val_loss", "profile", "epochs", "steps")
+        },
+        "dataset": DESCRIPTION,
+        "validation_works": data.val_works,
+        "sample": metrics["sample"],
+    }
     save_checkpoint(args.out / CHECKPOINT_NAME, args.arch, cfg, model, TASK, meta)
     write_metrics(args.out, metrics, hist)
-    plot_curves(args.out, hist, f"{args.arch} on Shakespeare: val perplexity {math.exp(val_loss):.2f} "
-                f"(unigram {unigram:.1f})", groups=[("train_loss", "val_loss"), ("val_perplexity",)])
-    print(f"val perplexity {math.exp(val_loss):.3f} vs unigram {unigram:.2f} ({timer.seconds:.1f}s); wrote {args.out}")
+    plot_curves(
+        args.out,
+        hist,
+        f"{args.arch} on Shakespeare: val perplexity {math.exp(val_loss):.2f} (unigram {unigram:.1f})",
+        groups=[("train_loss", "val_loss"), ("val_perplexity",)],
+    )
+    print(
+        f"val perplexity {math.exp(val_loss):.3f} vs unigram {unigram:.2f} ({timer.seconds:.1f}s); wrote {args.out}"
+    )
     print(f"sample ({SAMPLE_PROMPT!r}, T={SAMPLE_PARAMS.temperature}):\n{SAMPLE_PROMPT}{sample.text}")
     return metrics
 

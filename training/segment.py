@@ -38,12 +38,36 @@ from training.models import build_model, config_class
 
 # Per-profile recipe: scene counts and side, epochs over the training scenes, batch, lr, model overrides.
 PROFILES: dict[str, dict[str, Any]] = {
-    "tiny": {"epochs": 2, "train": 96, "val": 32, "test": 32, "size": 32, "batch": 16, "lr": 3e-3,
-             "model": {"base_width": 8, "depth": 2}},
-    "quick": {"epochs": 3, "train": 4500, "val": 200, "test": 500, "size": 64, "batch": 16, "lr": 3e-3,
-              "model": {"base_width": 16, "depth": 3}},
-    "full": {"epochs": 30, "train": 20000, "val": 500, "test": 2000, "size": 96, "batch": 32, "lr": 2e-3,
-             "model": {"base_width": 32, "depth": 4}},
+    "tiny": {
+        "epochs": 2,
+        "train": 96,
+        "val": 32,
+        "test": 32,
+        "size": 32,
+        "batch": 16,
+        "lr": 3e-3,
+        "model": {"base_width": 8, "depth": 2},
+    },
+    "quick": {
+        "epochs": 3,
+        "train": 4500,
+        "val": 200,
+        "test": 500,
+        "size": 64,
+        "batch": 16,
+        "lr": 3e-3,
+        "model": {"base_width": 16, "depth": 3},
+    },
+    "full": {
+        "epochs": 30,
+        "train": 20000,
+        "val": 500,
+        "test": 2000,
+        "size": 96,
+        "batch": 32,
+        "lr": 2e-3,
+        "model": {"base_width": 32, "depth": 4},
+    },
 }
 MEAN, STD = 0.5, 0.5  # normalisation baked into the exported graph: x/255 -> (x - MEAN) / STD
 DICE_WEIGHT = 1.0
@@ -84,7 +108,7 @@ def predict(model: torch.nn.Module, images: np.ndarray, device: torch.device, ba
     model.eval()
     out = []
     for i in range(0, len(images), batch):
-        x = to_float(torch.from_numpy(images[i:i + batch])).to(device)
+        x = to_float(torch.from_numpy(images[i : i + batch])).to(device)
         out.append(model(x).argmax(1).to(torch.uint8).cpu().numpy())
     return np.concatenate(out)
 
@@ -124,7 +148,9 @@ def plot_examples(out: Path, images: np.ndarray, truth: np.ndarray, pred: np.nda
     fig, axes = plt.subplots(n, 3, figsize=(6.6, 2.2 * n), squeeze=False)
     for i in range(n):
         panels = [images[i].transpose(1, 2, 0), overlay(images[i], truth[i]), overlay(images[i], pred[i])]
-        for j, (ax, panel, title) in enumerate(zip(axes[i], panels, ("image", "truth", "prediction"), strict=True)):
+        for j, (ax, panel, title) in enumerate(
+            zip(axes[i], panels, ("image", "truth", "prediction"), strict=True)
+        ):
             ax.imshow(panel, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
@@ -133,7 +159,9 @@ def plot_examples(out: Path, images: np.ndarray, truth: np.ndarray, pred: np.nda
             if j == 2:
                 acc = (pred[i] == truth[i]).mean()
                 ax.set_xlabel(f"pixel acc {acc:.3f}", fontsize=8)
-    handles = [Patch(color=np.array(c) / 255, label=name) for name, c in zip(CLASSES[1:], PALETTE[1:], strict=True)]
+    handles = [
+        Patch(color=np.array(c) / 255, label=name) for name, c in zip(CLASSES[1:], PALETTE[1:], strict=True)
+    ]
     fig.legend(handles=handles, loc="lower center", ncol=len(handles), frameon=False)
     fig.tight_layout(rect=(0, 0.03, 1, 1))
     path = out / EXAMPLES_NAME
@@ -165,22 +193,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     weights = class_weights(train.masks, k).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=prof["lr"], weight_decay=1e-4)
     steps_per_epoch = int(np.ceil(len(train.images) / prof["batch"]))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=prof["lr"], total_steps=epochs * steps_per_epoch,
-                                                pct_start=0.15)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=prof["lr"], total_steps=epochs * steps_per_epoch, pct_start=0.15
+    )
     x_train, y_train = torch.from_numpy(train.images), torch.from_numpy(train.masks).long()
     gen = torch.Generator().manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     hist = History()
 
     with Timer() as timer:
-        bar = progress(range(epochs * steps_per_epoch), args.no_progress, desc=f"train {args.arch}", unit="step")
+        bar = progress(
+            range(epochs * steps_per_epoch), args.no_progress, desc=f"train {args.arch}", unit="step"
+        )
         for step in bar:
             s = step % steps_per_epoch
             if s == 0:  # a new epoch: fresh order over the training scenes
                 model.train()
                 perm = torch.randperm(len(x_train), generator=gen)
                 total = 0.0
-            idx = perm[s * prof["batch"]:(s + 1) * prof["batch"]]
+            idx = perm[s * prof["batch"] : (s + 1) * prof["batch"]]
             xb, yb = augment(to_float(x_train[idx]), y_train[idx], rng)
             xb, yb = xb.to(device), yb.to(device)
             logits = model(xb)
@@ -201,27 +232,53 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     cm = confusion(pred, test.masks, k)
     iou = iou_from_confusion(cm)
     model.cpu()
-    dataset = (f"generated scenes (training.data.shapes): {size}x{size}, train seed {args.seed}, "
-               f"held-out test split: {len(test.images)} scenes from the fixed test seed")
+    dataset = (
+        f"generated scenes (training.data.shapes): {size}x{size}, train seed {args.seed}, "
+        f"held-out test split: {len(test.images)} scenes from the fixed test seed"
+    )
     metrics: dict[str, Any] = {
-        "task": "segmentation", "arch": args.arch, "profile": args.profile, "epochs": epochs,
-        "parameters": count_parameters(model), "train_seconds": round(timer.seconds, 2),
-        "test_mean_iou": float(np.nanmean(iou)), "test_pixel_accuracy": float(np.diag(cm).sum() / cm.sum()),
+        "task": "segmentation",
+        "arch": args.arch,
+        "profile": args.profile,
+        "epochs": epochs,
+        "parameters": count_parameters(model),
+        "train_seconds": round(timer.seconds, 2),
+        "test_mean_iou": float(np.nanmean(iou)),
+        "test_pixel_accuracy": float(np.diag(cm).sum() / cm.sum()),
         "test_iou": {name: float(v) for name, v in zip(CLASSES, iou, strict=True)},
-        "test_confusion": cm.tolist(), "test_size": len(test.images), "image_size": size, "dataset": dataset,
+        "test_confusion": cm.tolist(),
+        "test_size": len(test.images),
+        "image_size": size,
+        "dataset": dataset,
     }
-    meta = {"classes": CLASSES, "palette": [list(c) for c in PALETTE], "channels": 3, "image_size": size,
-            "multiple_of": multiple_of, "mean": MEAN, "std": STD, "dataset": dataset,
-            "metrics": {key: metrics[key] for key in ("test_mean_iou", "test_iou", "test_pixel_accuracy",
-                                                      "profile", "epochs")}}
+    meta = {
+        "classes": CLASSES,
+        "palette": [list(c) for c in PALETTE],
+        "channels": 3,
+        "image_size": size,
+        "multiple_of": multiple_of,
+        "mean": MEAN,
+        "std": STD,
+        "dataset": dataset,
+        "metrics": {
+            key: metrics[key]
+            for key in ("test_mean_iou", "test_iou", "test_pixel_accuracy", "profile", "epochs")
+        },
+    }
     save_checkpoint(args.out / CHECKPOINT_NAME, args.arch, cfg, model, "segmentation", meta)
     write_metrics(args.out, metrics, hist)
-    plot_curves(args.out, hist, f"{args.arch} on generated scenes: test mIoU {metrics['test_mean_iou']:.3f}",
-                groups=[("train_loss",), ("val_mean_iou",)])
+    plot_curves(
+        args.out,
+        hist,
+        f"{args.arch} on generated scenes: test mIoU {metrics['test_mean_iou']:.3f}",
+        groups=[("train_loss",), ("val_mean_iou",)],
+    )
     plot_examples(args.out, test.images, test.masks, pred)
     per_class = ", ".join(f"{name} {v:.3f}" for name, v in metrics["test_iou"].items())
-    print(f"test mIoU {metrics['test_mean_iou']:.4f} ({per_class}) on {len(test.images)} held-out scenes "
-          f"({timer.seconds:.1f}s); wrote {args.out}")
+    print(
+        f"test mIoU {metrics['test_mean_iou']:.4f} ({per_class}) on {len(test.images)} held-out scenes "
+        f"({timer.seconds:.1f}s); wrote {args.out}"
+    )
     return metrics
 
 

@@ -63,20 +63,45 @@ from training.models import build_model, config_class
 # `epochs` is the SRResNet phase (what --epochs overrides), `gan_epochs` the SRGAN fine-tune;
 # `lr_patch` is the LR patch side per scale (x4 uses smaller ones: its upsampling convs dominate).
 PROFILES: dict[str, dict[str, Any]] = {
-    "tiny": {"epochs": 2, "gan_epochs": 1, "steps_per_epoch": 3, "batch": 4, "lr_patch": {2: 12, 4: 8}, "lr": 1e-3,
-             "gan_lr": 1e-4, "eval_side": 48, "val_patches": 8,
-             "model": {"width": 8, "num_blocks": 1, "head_kernel": 3},
-             "disc": {"widths": (8, 16), "hidden": 16}},
-    "quick": {"epochs": 8, "gan_epochs": 2, "steps_per_epoch": 100, "batch": 16, "lr_patch": {2: 24, 4: 20},
-              "lr": 1e-3,
-              "gan_lr": 1e-4, "eval_side": None, "val_patches": 64,
-              "model": {"width": 32, "num_blocks": 6, "head_kernel": 3},
-              "disc": {"widths": (16, 32, 64, 128), "hidden": 128}},
-    "full": {"epochs": 200, "gan_epochs": 100, "steps_per_epoch": 500, "batch": 16, "lr_patch": {2: 48, 4: 48},
-             "lr": 2e-4,
-             "gan_lr": 1e-4, "eval_side": None, "val_patches": 256,
-             "model": {"width": 64, "num_blocks": 16, "head_kernel": 9},
-             "disc": {"widths": (64, 128, 256, 512), "hidden": 1024}},
+    "tiny": {
+        "epochs": 2,
+        "gan_epochs": 1,
+        "steps_per_epoch": 3,
+        "batch": 4,
+        "lr_patch": {2: 12, 4: 8},
+        "lr": 1e-3,
+        "gan_lr": 1e-4,
+        "eval_side": 48,
+        "val_patches": 8,
+        "model": {"width": 8, "num_blocks": 1, "head_kernel": 3},
+        "disc": {"widths": (8, 16), "hidden": 16},
+    },
+    "quick": {
+        "epochs": 8,
+        "gan_epochs": 2,
+        "steps_per_epoch": 100,
+        "batch": 16,
+        "lr_patch": {2: 24, 4: 20},
+        "lr": 1e-3,
+        "gan_lr": 1e-4,
+        "eval_side": None,
+        "val_patches": 64,
+        "model": {"width": 32, "num_blocks": 6, "head_kernel": 3},
+        "disc": {"widths": (16, 32, 64, 128), "hidden": 128},
+    },
+    "full": {
+        "epochs": 200,
+        "gan_epochs": 100,
+        "steps_per_epoch": 500,
+        "batch": 16,
+        "lr_patch": {2: 48, 4: 48},
+        "lr": 2e-4,
+        "gan_lr": 1e-4,
+        "eval_side": None,
+        "val_patches": 256,
+        "model": {"width": 64, "num_blocks": 16, "head_kernel": 9},
+        "disc": {"widths": (64, 128, 256, 512), "hidden": 1024},
+    },
 }
 # Per-scale step budget: an x4 step costs ~2x an x2 step even with smaller patches.
 SCALE_STEP_FACTOR = {2: 1.0, 4: 0.6}
@@ -126,14 +151,18 @@ def image_metrics(sr: np.ndarray, hr: np.ndarray, border: int) -> dict[str, floa
     if border:
         a, b = a[border:-border, border:-border], b[border:-border, border:-border]
     mse = float(np.mean((a - b) ** 2))
-    ssim = structural_similarity(a, b, data_range=255.0, gaussian_weights=True, sigma=1.5,
-                                 use_sample_covariance=False)
+    ssim = structural_similarity(
+        a, b, data_range=255.0, gaussian_weights=True, sigma=1.5, use_sample_covariance=False
+    )
 
     def grad(y: np.ndarray) -> float:
         return float(np.abs(np.diff(y, axis=0)).mean() + np.abs(np.diff(y, axis=1)).mean())
 
-    return {"psnr": 10.0 * float(np.log10(255.0**2 / max(mse, 1e-10))), "ssim": float(ssim),
-            "gradient_ratio": grad(a) / max(grad(b), 1e-10)}
+    return {
+        "psnr": 10.0 * float(np.log10(255.0**2 / max(mse, 1e-10))),
+        "ssim": float(ssim),
+        "gradient_ratio": grad(a) / max(grad(b), 1e-10),
+    }
 
 
 class TorchBicubic(nn.Module):
@@ -158,8 +187,9 @@ def super_resolve(model: nn.Module, lr: np.ndarray, device: torch.device) -> np.
     return to_uint8(model(x))[0].cpu().numpy().transpose(1, 2, 0)
 
 
-def evaluate(models: dict[str, nn.Module], images: list[HeldOutImage], scale: int, device: torch.device
-             ) -> tuple[dict[str, Any], dict[str, list[np.ndarray]]]:
+def evaluate(
+    models: dict[str, nn.Module], images: list[HeldOutImage], scale: int, device: torch.device
+) -> tuple[dict[str, Any], dict[str, list[np.ndarray]]]:
     """Metrics per image and their means for PIL bicubic (the baseline) and each model; also the SR images."""
     outputs: dict[str, list[np.ndarray]] = {"bicubic": [upscale_bicubic(im.lr, scale) for im in images]}
     for name, model in models.items():
@@ -167,7 +197,9 @@ def evaluate(models: dict[str, nn.Module], images: list[HeldOutImage], scale: in
     report: dict[str, Any] = {}
     for name, srs in outputs.items():
         per = {im.name: image_metrics(sr, im.hr, scale) for im, sr in zip(images, srs, strict=True)}
-        report[name] = {key: float(np.mean([m[key] for m in per.values()])) for key in next(iter(per.values()))}
+        report[name] = {
+            key: float(np.mean([m[key] for m in per.values()])) for key in next(iter(per.values()))
+        }
         report[name]["per_image"] = per
     return report, outputs
 
@@ -182,7 +214,9 @@ def val_psnr(model: nn.Module, lr: torch.Tensor, hr: torch.Tensor) -> float:
 
 
 def bicubic_val_psnr(lr: np.ndarray, hr: np.ndarray, scale: int) -> float:
-    up = np.stack([upscale_bicubic(x.transpose(1, 2, 0), scale).transpose(2, 0, 1) for x in lr]).astype(np.float64)
+    up = np.stack([upscale_bicubic(x.transpose(1, 2, 0), scale).transpose(2, 0, 1) for x in lr]).astype(
+        np.float64
+    )
     mse = np.maximum(((up - hr.astype(np.float64)) ** 2).mean((1, 2, 3)), 1e-10)
     return float((10 * np.log10(255.0**2 / mse)).mean())
 
@@ -195,14 +229,19 @@ def detail_crop(hr: np.ndarray, side: int) -> tuple[int, int]:
     step = max(side // 4, 1)
     for y in range(0, max(hr.shape[0] - side, 0) + 1, step):
         for x in range(0, max(hr.shape[1] - side, 0) + 1, step):
-            e = float(energy[y:y + side, x:x + side].mean())
+            e = float(energy[y : y + side, x : x + side].mean())
             if e > best:
                 best, pos = e, (y, x)
     return pos
 
 
-def plot_comparison(out: Path, images: list[HeldOutImage], outputs: dict[str, list[np.ndarray]],
-                    report: dict[str, Any], scale: int) -> Path:
+def plot_comparison(
+    out: Path,
+    images: list[HeldOutImage],
+    outputs: dict[str, list[np.ndarray]],
+    report: dict[str, Any],
+    scale: int,
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -215,7 +254,7 @@ def plot_comparison(out: Path, images: list[HeldOutImage], outputs: dict[str, li
         y, x = detail_crop(im.hr, side)
         for ax, (key, title) in zip(axes[i], columns, strict=True):
             img = im.hr if key == "original" else outputs[key][i]
-            ax.imshow(img[y:y + side, x:x + side], interpolation="nearest")
+            ax.imshow(img[y : y + side, x : x + side], interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if key != "original":
@@ -236,8 +275,15 @@ Batches = Callable[[], tuple[torch.Tensor, torch.Tensor]]
 OnEpoch = Callable[[dict[str, float]], dict[str, float]]
 
 
-def train_srresnet(gen: nn.Module, next_batch: Batches, steps: int, lr: float, steps_per_epoch: int,
-                   on_epoch: OnEpoch, bar: Any) -> None:
+def train_srresnet(
+    gen: nn.Module,
+    next_batch: Batches,
+    steps: int,
+    lr: float,
+    steps_per_epoch: int,
+    on_epoch: OnEpoch,
+    bar: Any,
+) -> None:
     """Phase 1 (SRResNet): L1 content loss, one-cycle schedule."""
     opt = torch.optim.Adam(gen.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
@@ -253,14 +299,27 @@ def train_srresnet(gen: nn.Module, next_batch: Batches, steps: int, lr: float, s
         total += loss.item()
         if (step + 1) % steps_per_epoch == 0:
             v = on_epoch({"content_loss": total / steps_per_epoch})
-            bar.set_postfix(l1=f"{v['content_loss']:.4f}", val_psnr=f"{v['val_psnr']:.2f}",
-                            bicubic=f"{v['val_psnr_bicubic']:.2f}")
+            bar.set_postfix(
+                l1=f"{v['content_loss']:.4f}",
+                val_psnr=f"{v['val_psnr']:.2f}",
+                bicubic=f"{v['val_psnr_bicubic']:.2f}",
+            )
             total = 0.0
 
 
-def train_srgan(gen: nn.Module, disc: nn.Module, next_batch: Batches, steps: int, lr: float, steps_per_epoch: int,
-                on_epoch: OnEpoch, bar: Any, content_weight: float = CONTENT_WEIGHT, fm_weight: float = FM_WEIGHT,
-                adv_weight: float = ADV_WEIGHT) -> None:
+def train_srgan(
+    gen: nn.Module,
+    disc: nn.Module,
+    next_batch: Batches,
+    steps: int,
+    lr: float,
+    steps_per_epoch: int,
+    on_epoch: OnEpoch,
+    bar: Any,
+    content_weight: float = CONTENT_WEIGHT,
+    fm_weight: float = FM_WEIGHT,
+    adv_weight: float = ADV_WEIGHT,
+) -> None:
     """Phase 2 (SRGAN): fine-tune ``gen`` against ``disc`` with content + feature matching + adversarial loss."""
     g_opt = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.9, 0.999))
     d_opt = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.9, 0.999))
@@ -272,8 +331,9 @@ def train_srgan(gen: nn.Module, disc: nn.Module, next_batch: Batches, steps: int
         sr = gen(lr_b)
         # Discriminator: real HR vs generated (one-sided label smoothing keeps it from saturating).
         d_real, d_fake = disc(hr_b), disc(sr.detach())
-        d_loss = (F.binary_cross_entropy_with_logits(d_real, torch.full_like(d_real, 0.9))
-                  + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake)))
+        d_loss = F.binary_cross_entropy_with_logits(
+            d_real, torch.full_like(d_real, 0.9)
+        ) + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
         d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
         d_opt.step()
@@ -293,10 +353,17 @@ def train_srgan(gen: nn.Module, disc: nn.Module, next_batch: Batches, steps: int
             sums[key] += val.item()
         if (step + 1) % steps_per_epoch == 0:
             n = steps_per_epoch
-            v = on_epoch({"content_loss": sums["content"] / n, "gan_d_loss": sums["d"] / n,
-                          "gan_g_adv_loss": sums["adv"] / n, "gan_feature_matching": sums["fm"] / n})
-            bar.set_postfix(d=f"{v['gan_d_loss']:.3f}", adv=f"{v['gan_g_adv_loss']:.3f}",
-                            val_psnr=f"{v['val_psnr']:.2f}")
+            v = on_epoch(
+                {
+                    "content_loss": sums["content"] / n,
+                    "gan_d_loss": sums["d"] / n,
+                    "gan_g_adv_loss": sums["adv"] / n,
+                    "gan_feature_matching": sums["fm"] / n,
+                }
+            )
+            bar.set_postfix(
+                d=f"{v['gan_d_loss']:.3f}", adv=f"{v['gan_g_adv_loss']:.3f}", val_psnr=f"{v['val_psnr']:.2f}"
+            )
             sums = dict.fromkeys(sums, 0.0)
 
 
@@ -308,7 +375,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     device = setup_run(args)
     prof = PROFILES[args.profile]
     scale = args.scale
-    epochs = args.epochs or max(1, round(prof["epochs"] * SCALE_STEP_FACTOR[scale]))  # --epochs: SRResNet phase
+    epochs = args.epochs or max(
+        1, round(prof["epochs"] * SCALE_STEP_FACTOR[scale])
+    )  # --epochs: SRResNet phase
     gan_epochs = max(1, round(prof["gan_epochs"] * SCALE_STEP_FACTOR[scale]))
     spe, batch = prof["steps_per_epoch"], prof["batch"]
     lr_patch = prof["lr_patch"][scale]
@@ -335,54 +404,113 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return values
 
     with Timer() as psnr_timer:
-        train_srresnet(gen, next_batch, epochs * spe, prof["lr"], spe, on_epoch,
-                       progress(range(epochs * spe), args.no_progress, desc=f"SRResNet x{scale}", unit="step"))
+        train_srresnet(
+            gen,
+            next_batch,
+            epochs * spe,
+            prof["lr"],
+            spe,
+            on_epoch,
+            progress(range(epochs * spe), args.no_progress, desc=f"SRResNet x{scale}", unit="step"),
+        )
     psnr_gen = copy.deepcopy(gen).cpu().eval()
     with Timer() as gan_timer:
-        train_srgan(gen, disc, next_batch, gan_epochs * spe, prof["gan_lr"], spe, on_epoch,
-                    progress(range(gan_epochs * spe), args.no_progress, desc=f"SRGAN x{scale}", unit="step"))
+        train_srgan(
+            gen,
+            disc,
+            next_batch,
+            gan_epochs * spe,
+            prof["gan_lr"],
+            spe,
+            on_epoch,
+            progress(range(gan_epochs * spe), args.no_progress, desc=f"SRGAN x{scale}", unit="step"),
+        )
     gan_gen = gen.cpu().eval()
 
     images = held_out_images(scale, prof["eval_side"])
-    report, outputs = evaluate({"psnr": psnr_gen, "gan": gan_gen, "bicubic_torch": TorchBicubic(scale)}, images,
-                               scale, torch.device("cpu"))
-    dataset = (f"random {hr_patch}px patches of {', '.join(TRAIN_SOURCES)}; held out (never trained on), "
-               f"evaluated whole: {', '.join(HELD_OUT)}; LR = PIL antialiased bicubic / {scale}")
-    common = {"task": "super_resolution", "arch": "srresnet", "profile": args.profile, "scale": scale,
-              "parameters": count_parameters(psnr_gen), "dataset": dataset,
-              "metric_note": f"PSNR/SSIM on Y (BT.601), {scale}px border ignored, uint8 outputs",
-              "eval_images": [im.name for im in images]}
+    report, outputs = evaluate(
+        {"psnr": psnr_gen, "gan": gan_gen, "bicubic_torch": TorchBicubic(scale)},
+        images,
+        scale,
+        torch.device("cpu"),
+    )
+    dataset = (
+        f"random {hr_patch}px patches of {', '.join(TRAIN_SOURCES)}; held out (never trained on), "
+        f"evaluated whole: {', '.join(HELD_OUT)}; LR = PIL antialiased bicubic / {scale}"
+    )
+    common = {
+        "task": "super_resolution",
+        "arch": "srresnet",
+        "profile": args.profile,
+        "scale": scale,
+        "parameters": count_parameters(psnr_gen),
+        "dataset": dataset,
+        "metric_note": f"PSNR/SSIM on Y (BT.601), {scale}px border ignored, uint8 outputs",
+        "eval_images": [im.name for im in images],
+    }
     metrics: dict[str, Any] = {
-        **common, "epochs": epochs, "gan_epochs": gan_epochs, "steps_per_epoch": spe,
+        **common,
+        "epochs": epochs,
+        "gan_epochs": gan_epochs,
+        "steps_per_epoch": spe,
         "train_seconds": round(psnr_timer.seconds + gan_timer.seconds, 2),
-        "train_seconds_psnr": round(psnr_timer.seconds, 2), "train_seconds_gan": round(gan_timer.seconds, 2),
-        "bicubic": report["bicubic"], "bicubic_torch": report["bicubic_torch"], "psnr": report["psnr"],
+        "train_seconds_psnr": round(psnr_timer.seconds, 2),
+        "train_seconds_gan": round(gan_timer.seconds, 2),
+        "bicubic": report["bicubic"],
+        "bicubic_torch": report["bicubic_torch"],
+        "psnr": report["psnr"],
         "gan": report["gan"],
         "psnr_gain_db": report["psnr"]["psnr"] - report["bicubic"]["psnr"],
         "gan_psnr_gain_db": report["gan"]["psnr"] - report["bicubic"]["psnr"],
         "checkpoints": {v: f"{served_name(v, scale)}/{CHECKPOINT_NAME}" for v in VARIANTS},
     }
     for variant, model in (("psnr", psnr_gen), ("gan", gan_gen)):
-        vm = {"test_psnr": report[variant]["psnr"], "test_ssim": report[variant]["ssim"],
-              "bicubic_psnr": report["bicubic"]["psnr"], "bicubic_ssim": report["bicubic"]["ssim"],
-              "profile": args.profile}
-        meta = {"scale": scale, "variant": variant, "channels": 3, "mean": MEAN, "std": STD,
-                "lr_patch": lr_patch, "dataset": dataset, "metrics": vm}
+        vm = {
+            "test_psnr": report[variant]["psnr"],
+            "test_ssim": report[variant]["ssim"],
+            "bicubic_psnr": report["bicubic"]["psnr"],
+            "bicubic_ssim": report["bicubic"]["ssim"],
+            "profile": args.profile,
+        }
+        meta = {
+            "scale": scale,
+            "variant": variant,
+            "channels": 3,
+            "mean": MEAN,
+            "std": STD,
+            "lr_patch": lr_patch,
+            "dataset": dataset,
+            "metrics": vm,
+        }
         folder = args.out / served_name(variant, scale)
         save_checkpoint(folder / CHECKPOINT_NAME, "srresnet", g_cfg, model, "super_resolution", meta)
         (folder / METRICS_NAME).write_text(
-            json.dumps({**common, "variant": variant, **vm, "per_image": report[variant]["per_image"]},
-                       indent=2, sort_keys=True) + "\n")
+            json.dumps(
+                {**common, "variant": variant, **vm, "per_image": report[variant]["per_image"]},
+                indent=2,
+                sort_keys=True,
+            )
+            + "\n"
+        )
     write_metrics(args.out, metrics, hist)
-    plot_curves(args.out, hist, f"SRResNet/SRGAN x{scale}: held-out PSNR {report['psnr']['psnr']:.2f} dB "
-                f"(bicubic {report['bicubic']['psnr']:.2f})",
-                groups=[("content_loss",), ("val_psnr", "val_psnr_bicubic"),
-                        ("gan_d_loss", "gan_g_adv_loss", "gan_feature_matching")])
+    plot_curves(
+        args.out,
+        hist,
+        f"SRResNet/SRGAN x{scale}: held-out PSNR {report['psnr']['psnr']:.2f} dB "
+        f"(bicubic {report['bicubic']['psnr']:.2f})",
+        groups=[
+            ("content_loss",),
+            ("val_psnr", "val_psnr_bicubic"),
+            ("gan_d_loss", "gan_g_adv_loss", "gan_feature_matching"),
+        ],
+    )
     plot_comparison(args.out, images, outputs, report, scale)
-    print(f"x{scale} held-out PSNR/SSIM: bicubic {report['bicubic']['psnr']:.2f}/{report['bicubic']['ssim']:.4f}, "
-          f"SRResNet {report['psnr']['psnr']:.2f}/{report['psnr']['ssim']:.4f}, "
-          f"SRGAN {report['gan']['psnr']:.2f}/{report['gan']['ssim']:.4f} "
-          f"({metrics['train_seconds']:.1f}s); wrote {args.out}")
+    print(
+        f"x{scale} held-out PSNR/SSIM: bicubic {report['bicubic']['psnr']:.2f}/{report['bicubic']['ssim']:.4f}, "
+        f"SRResNet {report['psnr']['psnr']:.2f}/{report['psnr']['ssim']:.4f}, "
+        f"SRGAN {report['gan']['psnr']:.2f}/{report['gan']['ssim']:.4f} "
+        f"({metrics['train_seconds']:.1f}s); wrote {args.out}"
+    )
     return metrics
 
 

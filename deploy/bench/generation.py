@@ -56,17 +56,30 @@ def eager_generate(checkpoint: Path, streams: int, prompt_len: int, new_tokens: 
             if ttft is None:
                 ttft = time.perf_counter() - start
     wall = time.perf_counter() - start
-    return {"streams": streams, "tokens": streams * new_tokens, "tokens_per_s": round(streams * new_tokens / wall, 1),
-            "tokens_per_s_per_stream": round(new_tokens / wall, 1), "ttft_ms": round(1e3 * (ttft or 0.0), 2)}
+    return {
+        "streams": streams,
+        "tokens": streams * new_tokens,
+        "tokens_per_s": round(streams * new_tokens / wall, 1),
+        "tokens_per_s_per_stream": round(new_tokens / wall, 1),
+        "ttft_ms": round(1e3 * (ttft or 0.0), 2),
+    }
 
 
-async def gateway_streams(url: str, model: str, duration_s: float, warmup_s: float, new_tokens: int,
-                          tick: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+async def gateway_streams(
+    url: str,
+    model: str,
+    duration_s: float,
+    warmup_s: float,
+    new_tokens: int,
+    tick: Callable[[str], None] | None = None,
+) -> list[dict[str, Any]]:
     from deploy.loadtest.engine import run_closed
     from deploy.loadtest.report import summarise
     from deploy.loadtest.targets import HttpTarget, generate_request
 
-    target = HttpTarget(url, generate_request(max_new_tokens=new_tokens, model=model), name=f"gateway:{model}")
+    target = HttpTarget(
+        url, generate_request(max_new_tokens=new_tokens, model=model), name=f"gateway:{model}"
+    )
     await target.open(max(STREAMS))
     rows = []
     try:
@@ -80,9 +93,15 @@ async def gateway_streams(url: str, model: str, duration_s: float, warmup_s: flo
     return rows
 
 
-async def run(repository: Path, gateway_url: str | None, duration_s: float, warmup_s: float,
-              artifacts: Path = Path("build/artifacts"), new_tokens: int = 64,
-              tick: Callable[[str], None] | None = None) -> dict[str, Any]:
+async def run(
+    repository: Path,
+    gateway_url: str | None,
+    duration_s: float,
+    warmup_s: float,
+    artifacts: Path = Path("build/artifacts"),
+    new_tokens: int = 64,
+    tick: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     served = set(text_models(repository))
     out: dict[str, Any] = {}
     for name in TEXT_MODELS:
@@ -92,8 +111,13 @@ async def run(repository: Path, gateway_url: str | None, duration_s: float, warm
             continue
         entry: dict[str, Any] = {"status": "measured"}
         if gateway_url:
-            entry["gateway"] = await gateway_streams(gateway_url, name, duration_s, warmup_s, new_tokens, tick)
-        entry["naive_torch_eager"] = ([eager_generate(ckpt, n, 64, new_tokens) for n in STREAMS] if ckpt.is_file()
-                                      else "skipped: checkpoint not built")
+            entry["gateway"] = await gateway_streams(
+                gateway_url, name, duration_s, warmup_s, new_tokens, tick
+            )
+        entry["naive_torch_eager"] = (
+            [eager_generate(ckpt, n, 64, new_tokens) for n in STREAMS]
+            if ckpt.is_file()
+            else "skipped: checkpoint not built"
+        )
         out[name] = entry
     return out

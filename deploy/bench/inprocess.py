@@ -75,7 +75,9 @@ def _timed_cpu(fns: list[Callable[[], int]], seconds: float) -> tuple[float, flo
 class LimitRunner:
     """The limit's best configuration, re-measurable between served runs (same noise conditions)."""
 
-    def __init__(self, onnx: Path, input_name: str, channels: int, size: int, layout: str, batch_size: int) -> None:
+    def __init__(
+        self, onnx: Path, input_name: str, channels: int, size: int, layout: str, batch_size: int
+    ) -> None:
         sessions, threads = (1, CORES) if layout.startswith("1 session") else (CORES, 1)
         x = images(channels, size, batch_size)
         runners = [ort_session(onnx, threads) for _ in range(sessions)]
@@ -87,8 +89,15 @@ class LimitRunner:
         return _timed_cpu(self.fns, seconds)
 
 
-def ort_sweep(onnx: Path, input_name: str, channels: int, size: int, batch_sizes: list[int], seconds: float,
-              tick: Callable[[str], None] | None = None) -> dict[str, Any]:
+def ort_sweep(
+    onnx: Path,
+    input_name: str,
+    channels: int,
+    size: int,
+    batch_sizes: list[int],
+    seconds: float,
+    tick: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """images/s for every (layout, batch size); ``best`` is the limit."""
     layouts = {f"1 session x {CORES} threads": (1, CORES)}
     if CORES > 1:
@@ -100,18 +109,35 @@ def ort_sweep(onnx: Path, input_name: str, channels: int, size: int, batch_sizes
             x = images(channels, size, bs)
             fns = [(lambda s=s, x=x: (s.run(None, {input_name: x}), len(x))[1]) for s in runners]
             rate, cpu_us = _timed_cpu(fns, seconds)
-            points.append({"layout": layout, "batch_size": bs, "images_per_s": round(rate, 1),
-                           "cpu_us_per_image": round(cpu_us, 1)})
+            points.append(
+                {
+                    "layout": layout,
+                    "batch_size": bs,
+                    "images_per_s": round(rate, 1),
+                    "cpu_us_per_image": round(cpu_us, 1),
+                }
+            )
             if tick:
                 tick(f"ort {layout} bs={bs}: {rate:.0f} img/s")
     best = max(points, key=lambda p: p["images_per_s"])
     cheapest = min(points, key=lambda p: p["cpu_us_per_image"])
-    return {"points": points, "best": best, "images_per_s": best["images_per_s"],
-            "cheapest": cheapest, "cpu_us_per_image": cheapest["cpu_us_per_image"]}
+    return {
+        "points": points,
+        "best": best,
+        "images_per_s": best["images_per_s"],
+        "cheapest": cheapest,
+        "cpu_us_per_image": cheapest["cpu_us_per_image"],
+    }
 
 
-def torch_eager(checkpoint: Path, channels: int, size: int, batch_sizes: list[int], seconds: float,
-                tick: Callable[[str], None] | None = None) -> dict[str, Any]:
+def torch_eager(
+    checkpoint: Path,
+    channels: int,
+    size: int,
+    batch_sizes: list[int],
+    seconds: float,
+    tick: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """PyTorch eager in-process (torch's default threads), uint8 in as the served graph takes it."""
     import torch
 
@@ -126,8 +152,14 @@ def torch_eager(checkpoint: Path, channels: int, size: int, batch_sizes: list[in
             for bs in batch_sizes:
                 x = torch.from_numpy(images(channels, size, bs))
                 rate, cpu_us = _timed_cpu([lambda x=x: (model(x), len(x))[1]], seconds)
-                points.append({"threads": threads, "batch_size": bs, "images_per_s": round(rate, 1),
-                               "cpu_us_per_image": round(cpu_us, 1)})
+                points.append(
+                    {
+                        "threads": threads,
+                        "batch_size": bs,
+                        "images_per_s": round(rate, 1),
+                        "cpu_us_per_image": round(cpu_us, 1),
+                    }
+                )
                 if tick:
                     tick(f"torch eager {threads} thread(s) bs={bs}: {rate:.0f} img/s")
     torch.set_num_threads(default_threads)

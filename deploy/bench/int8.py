@@ -66,13 +66,20 @@ def quantize(src: Path, dest: Path, mode: str, input_name: str, calib: np.ndarra
 
             class Reader(CalibrationDataReader):
                 def __init__(self) -> None:
-                    self.batches = iter([{input_name: calib[i:i + 16]} for i in range(0, len(calib), 16)])
+                    self.batches = iter([{input_name: calib[i : i + 16]} for i in range(0, len(calib), 16)])
 
                 def get_next(self) -> dict[str, np.ndarray] | None:
                     return next(self.batches, None)
 
-            quantize_static(str(pre), str(dest), Reader(), quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+            quantize_static(
+                str(pre),
+                str(dest),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+            )
         else:
             raise ValueError(f"mode must be dynamic or static, not {mode!r}")
     return dest
@@ -80,12 +87,23 @@ def quantize(src: Path, dest: Path, mode: str, input_name: str, calib: np.ndarra
 
 def accuracy(onnx: Path, input_name: str, x: np.ndarray, y: np.ndarray) -> float:
     sess = ort_session(onnx, threads=1)
-    preds = np.concatenate([sess.run(None, {input_name: x[i:i + 64]})[0].argmax(1) for i in range(0, len(x), 64)])
+    preds = np.concatenate(
+        [sess.run(None, {input_name: x[i : i + 64]})[0].argmax(1) for i in range(0, len(x), 64)]
+    )
     return float((preds == y).mean())
 
 
-def compare(onnx: Path, input_name: str, channels: int, size: int, batch_size: int, seconds: float, workdir: Path,
-            digits: bool, tick: Callable[[str], None] | None = None) -> dict[str, Any]:
+def compare(
+    onnx: Path,
+    input_name: str,
+    channels: int,
+    size: int,
+    batch_size: int,
+    seconds: float,
+    workdir: Path,
+    digits: bool,
+    tick: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """images/s (single-threaded session, at ``batch_size``) and digits accuracy: fp32 vs dynamic vs static."""
     from deploy.bench.inprocess import _timed
 
@@ -103,7 +121,9 @@ def compare(onnx: Path, input_name: str, channels: int, size: int, batch_size: i
     out: dict[str, Any] = {"batch_size": batch_size, "threads": 1, "variants": {}}
     for mode in ("dynamic", "static"):
         try:
-            variants[mode] = quantize(onnx, workdir / f"{onnx.parent.parent.name}-{mode}.onnx", mode, input_name, calib)
+            variants[mode] = quantize(
+                onnx, workdir / f"{onnx.parent.parent.name}-{mode}.onnx", mode, input_name, calib
+            )
         except Exception as exc:  # report, do not abort the benchmark
             out["variants"][mode] = {"error": f"{type(exc).__name__}: {exc}"}
     x = images(channels, size, batch_size)
@@ -124,12 +144,18 @@ def compare(onnx: Path, input_name: str, channels: int, size: int, batch_size: i
             if "test_accuracy" in v:
                 v["accuracy_change"] = round(v["test_accuracy"] - base["test_accuracy"], 4)
     if test is None:
-        out["accuracy"] = "not measured: not the digits classifier (random-weight speed test) or no digits data"
+        out["accuracy"] = (
+            "not measured: not the digits classifier (random-weight speed test) or no digits data"
+        )
     return out
 
 
-def text_models(repository: Path = Path("build/model_repository/cpu"), workdir: Path = Path("build/bench/run"),
-                windows: int = 64, steps: int = 200) -> dict[str, Any]:
+def text_models(
+    repository: Path = Path("build/model_repository/cpu"),
+    workdir: Path = Path("build/bench/run"),
+    windows: int = 64,
+    steps: int = 200,
+) -> dict[str, Any]:
     """Dynamic INT8 of the served text models' step decoders: validation perplexity and decode speed.
 
     Perplexity: teacher forcing over ``windows`` evenly spaced windows of the held-out plays (the
@@ -167,7 +193,10 @@ def text_models(repository: Path = Path("build/model_repository/cpu"), workdir: 
         ids = vocab.encode(val_text).astype(np.int64)
         fp32 = versions[-1] / "decoder.onnx"
         int8 = quantize(fp32, workdir / f"{name}_int8" / "decoder.onnx", "dynamic", "tokens")
-        row: dict[str, Any] = {"arch": arch, "onnx_bytes": {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size}}
+        row: dict[str, Any] = {
+            "arch": arch,
+            "onnx_bytes": {"fp32": fp32.stat().st_size, "int8": int8.stat().st_size},
+        }
         for label, path in (("fp32", fp32), ("int8", int8)):
             session = ort_session(path, 1)
             feeds = _state_feeds(arch, facts, context)
@@ -181,16 +210,21 @@ def text_models(repository: Path = Path("build/model_repository/cpu"), workdir: 
                     session.run(None, step)
                 rates[f"tokens_per_s_at_{n}"] = round(n * steps / (time.perf_counter() - t0), 1)
             row[label] = {"val_perplexity": round(math.exp(nll), 4), **rates}
-        row["perplexity_change"] = round(row["int8"]["val_perplexity"] / row["fp32"]["val_perplexity"] - 1.0, 4)
+        row["perplexity_change"] = round(
+            row["int8"]["val_perplexity"] / row["fp32"]["val_perplexity"] - 1.0, 4
+        )
         row["speedup_at_1"] = round(row["int8"]["tokens_per_s_at_1"] / row["fp32"]["tokens_per_s_at_1"], 3)
         row["speedup_at_16"] = round(row["int8"]["tokens_per_s_at_16"] / row["fp32"]["tokens_per_s_at_16"], 3)
         out[name] = row
     return out
 
 
-def _state_feeds(arch: str, facts: dict[str, Any], context: int) -> Callable[[int, int, int], dict[str, np.ndarray]]:
+def _state_feeds(
+    arch: str, facts: dict[str, Any], context: int
+) -> Callable[[int, int, int], dict[str, np.ndarray]]:
     """feeds(rows, past, new): the decoder's inputs for ``rows`` sequences holding ``past`` positions,
     with ``new`` tokens each (zeros: speed and shapes only; the perplexity pass sets real tokens)."""
+
     def feeds(rows: int, past: int, new: int) -> dict[str, np.ndarray]:
         tokens = np.zeros((rows, new), np.int64)
         if arch == "gpt":
@@ -201,16 +235,22 @@ def _state_feeds(arch: str, facts: dict[str, Any], context: int) -> Callable[[in
             return out
         state = np.zeros((int(facts["num_layers"]), rows, int(facts["hidden_size"])), np.float32)
         return {"tokens": tokens, "h": state, "c": state}
+
     return feeds
 
 
-def _perplexity_nll(session: Any, ids: np.ndarray, context: int, windows: int,
-                    feeds: Callable[[int, int, int], dict[str, np.ndarray]]) -> float:
+def _perplexity_nll(
+    session: Any,
+    ids: np.ndarray,
+    context: int,
+    windows: int,
+    feeds: Callable[[int, int, int], dict[str, np.ndarray]],
+) -> float:
     """Mean next-token cross-entropy (nats) over evenly spaced windows of ``context`` tokens."""
     starts = np.linspace(0, len(ids) - context - 1, windows).astype(np.int64)
     total, count = 0.0, 0
     for s in range(0, windows, 16):
-        idx = starts[s:s + 16, None] + np.arange(context + 1)[None, :]
+        idx = starts[s : s + 16, None] + np.arange(context + 1)[None, :]
         w = ids[idx]
         f = feeds(len(w), 0, context)
         f["tokens"] = w[:, :-1]
@@ -244,16 +284,28 @@ def write_variant(model_dir: Path, mode: str, name: str | None = None) -> Path:
             quantize(model_dir / vdir.name / "decoder.onnx", vdir / "decoder.onnx", "dynamic", "tokens")
             continue
         src = model_dir / vdir.name / "model.onnx"
-        quantize(src, vdir / "model.onnx", mode, cfg.input[0].name,
-                 calibration_images(channels, size) if mode == "static" else None)
+        quantize(
+            src,
+            vdir / "model.onnx",
+            mode,
+            cfg.input[0].name,
+            calibration_images(channels, size) if mode == "static" else None,
+        )
     return dest
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m deploy.bench.int8", description=(__doc__ or "").split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model-dir", type=Path, default=Path("build/model_repository/cpu/classifier"),
-                   help="a classification or text-generation (lstm, gpt: --mode dynamic) model folder of a cpu repository")
+    p = argparse.ArgumentParser(
+        prog="python -m deploy.bench.int8",
+        description=(__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path("build/model_repository/cpu/classifier"),
+        help="a classification or text-generation (lstm, gpt: --mode dynamic) model folder of a cpu repository",
+    )
     p.add_argument("--mode", choices=["dynamic", "static"], default="static")
     p.add_argument("--name", default=None, help="served name of the variant (default <model>_int8)")
     args = p.parse_args(argv)

@@ -24,7 +24,13 @@ from export.repository import validate_config_text
 # Two basic blocks per stage (ResNet-18's pattern, three stages): ~0.7 M parameters, ~600 images/s
 # in-process on this 2-core box, the scale of the issue's prototype (~450/s). One block per stage
 # (~1,270/s) makes serving overhead, not compute, the measurement.
-HEAVY_CONFIG = {"in_channels": 3, "num_classes": 10, "widths": [32, 64, 128], "blocks_per_stage": 2, "dropout": 0.0}
+HEAVY_CONFIG = {
+    "in_channels": 3,
+    "num_classes": 10,
+    "widths": [32, 64, 128],
+    "blocks_per_stage": 2,
+    "dropout": 0.0,
+}
 # What `make tune` recommends for it (reports/tune-heavy.json): two single-threaded instances
 # (the limit's layout), preferred batch 4: bigger batches cost more per image on CPU here, and p99 halves.
 HEAVY_SERVING = {"cpu_instances": 2, "cpu_threads": 1, "preferred_batch_sizes": [4]}
@@ -45,7 +51,10 @@ class BenchModel:
 
     @property
     def version_dir(self) -> Path:
-        versions = sorted((p for p in self.model_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+        versions = sorted(
+            (p for p in self.model_dir.iterdir() if p.is_dir() and p.name.isdigit()),
+            key=lambda p: int(p.name),
+        )
         return versions[-1]
 
     @property
@@ -54,9 +63,16 @@ class BenchModel:
 
     def describe(self) -> dict[str, Any]:
         card = _card(self.version_dir)
-        return {"key": self.key, "name": self.name, "input": [self.channels, self.image_size, self.image_size],
-                "arch": card.get("arch"), "config": card.get("config"), "weights": "trained" if self.trained else "random",
-                "onnx_bytes": self.onnx.stat().st_size, "parameters": _param_count(self.checkpoint)}
+        return {
+            "key": self.key,
+            "name": self.name,
+            "input": [self.channels, self.image_size, self.image_size],
+            "arch": card.get("arch"),
+            "config": card.get("config"),
+            "weights": "trained" if self.trained else "random",
+            "onnx_bytes": self.onnx.stat().st_size,
+            "parameters": _param_count(self.checkpoint),
+        }
 
 
 def _card(vdir: Path) -> dict[str, Any]:
@@ -73,11 +89,18 @@ def _param_count(ckpt: Path) -> int | None:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
     except Exception:
         return None
-    return int(sum(v.numel() for k, v in state.items() if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))))
+    return int(
+        sum(
+            v.numel()
+            for k, v in state.items()
+            if not k.endswith(("running_mean", "running_var", "num_batches_tracked"))
+        )
+    )
 
 
-def _from_model_dir(key: str, model_dir: Path, checkpoint: Path | None, workdir: Path,
-                    trained: bool | None = None) -> BenchModel:
+def _from_model_dir(
+    key: str, model_dir: Path, checkpoint: Path | None, workdir: Path, trained: bool | None = None
+) -> BenchModel:
     cfg = validate_config_text((model_dir / "config.pbtxt").read_text(), expect_name=model_dir.name)
     params = {k: v.string_value for k, v in cfg.parameters.items()}
     if params.get("task") != "classification":
@@ -86,14 +109,25 @@ def _from_model_dir(key: str, model_dir: Path, checkpoint: Path | None, workdir:
     has_ckpt = checkpoint is not None and checkpoint.is_file()
     trained = has_ckpt if trained is None else trained
     if not has_ckpt:  # same architecture and config as the card, random weights
-        versions = sorted((p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+        versions = sorted(
+            (p for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
+        )
         card = _card(versions[-1])
         checkpoint = workdir / f"{key}-twin" / "model.pt"
         if not checkpoint.exists():
             _random_checkpoint(card.get("arch", "resnet"), card.get("config", {}), channels, size, checkpoint)
     assert checkpoint is not None
-    return BenchModel(key, model_dir.name, model_dir, checkpoint, trained, channels, size,
-                      cfg.input[0].name, cfg.output[0].name)
+    return BenchModel(
+        key,
+        model_dir.name,
+        model_dir,
+        checkpoint,
+        trained,
+        channels,
+        size,
+        cfg.input[0].name,
+        cfg.output[0].name,
+    )
 
 
 def _random_checkpoint(arch: str, config: dict[str, Any], channels: int, size: int, path: Path) -> Path:
@@ -104,11 +138,22 @@ def _random_checkpoint(arch: str, config: dict[str, Any], channels: int, size: i
 
     torch.manual_seed(0)
     cfg_cls = config_class(arch)
-    cfg = cfg_cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in config.items()
-                     if k in cfg_cls.__dataclass_fields__})
+    cfg = cfg_cls(
+        **{
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in config.items()
+            if k in cfg_cls.__dataclass_fields__
+        }
+    )
     model = build_model(arch, cfg).eval()
-    meta = {"labels": [str(i) for i in range(int(config.get("num_classes", 10)))], "channels": channels,
-            "image_size": size, "mean": 0.5, "std": 0.5, "dataset": "random weights (speed test)"}
+    meta = {
+        "labels": [str(i) for i in range(int(config.get("num_classes", 10)))],
+        "channels": channels,
+        "image_size": size,
+        "mean": 0.5,
+        "std": 0.5,
+        "dataset": "random weights (speed test)",
+    }
     save_checkpoint(path, arch, cfg, model, "classification", meta)
     return path
 
@@ -125,7 +170,10 @@ def small_model(repository: Path, name: str, checkpoint: Path | None, workdir: P
     if not ckpt.exists():
         from training import classify
 
-        print(f"no {model_dir}: training a one-epoch classifier into {ckpt.parent} (speed test only)", flush=True)
+        print(
+            f"no {model_dir}: training a one-epoch classifier into {ckpt.parent} (speed test only)",
+            flush=True,
+        )
         classify.main(["--profile", "quick", "--epochs", "1", "--no-progress", "--out", str(ckpt.parent)])
     repo = workdir / "small-repo"
     if not (repo / name / "config.pbtxt").exists():

@@ -25,7 +25,9 @@ def create_app() -> FastAPI:
 
     onnx = Path(os.environ["BENCH_ONNX"])
     opts = ort.SessionOptions()
-    if os.environ.get("BENCH_THREADS"):  # the bench's default: 1 thread, no spinning (see its --naive-defaults)
+    if os.environ.get(
+        "BENCH_THREADS"
+    ):  # the bench's default: 1 thread, no spinning (see its --naive-defaults)
         opts.intra_op_num_threads = int(os.environ["BENCH_THREADS"])
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(onnx), sess_options=opts, providers=["CPUExecutionProvider"])
@@ -45,7 +47,10 @@ def create_app() -> FastAPI:
         x = to_model_image(img, size, channels)[None]
         probs = session.run(None, {inp.name: x})[0][0]
         top = np.argsort(-probs)[:top_k]
-        return {"model": "naive-ort", "predictions": [{"label": labels[i], "score": float(probs[i])} for i in top]}
+        return {
+            "model": "naive-ort",
+            "predictions": [{"label": labels[i], "score": float(probs[i])} for i in top],
+        }
 
     return app
 

@@ -28,7 +28,9 @@ def load_uint8_model(checkpoint: Path | str) -> Any:
     from training.common import load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
-    wrapped = UInt8Classifier(ckpt.model, float(ckpt.meta.get("mean", 0.5)), float(ckpt.meta.get("std", 0.5))).eval()
+    wrapped = UInt8Classifier(
+        ckpt.model, float(ckpt.meta.get("mean", 0.5)), float(ckpt.meta.get("std", 0.5))
+    ).eval()
     wrapped.meta = ckpt.meta  # type: ignore[attr-defined]
     return wrapped
 
@@ -55,7 +57,10 @@ def create_app() -> FastAPI:
         with torch.inference_mode():
             probs = model(x)[0].numpy()
         top = np.argsort(-probs)[:top_k]
-        return {"model": "naive-torch", "predictions": [{"label": labels[i], "score": float(probs[i])} for i in top]}
+        return {
+            "model": "naive-torch",
+            "predictions": [{"label": labels[i], "score": float(probs[i])} for i in top],
+        }
 
     return app
 

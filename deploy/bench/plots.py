@@ -42,7 +42,9 @@ def throughput(section: dict[str, Any], path: Path, title: str) -> Path | None:
         ax.bar(xs, [by_level.get(c, 0.0) for c in levels], width, label=name)
     limit = (section.get("limit") or {}).get("images_per_s")
     if limit:
-        ax.axhline(limit, color="k", linestyle="--", linewidth=1, label=f"limit (in-process ORT) {limit:.0f}/s")
+        ax.axhline(
+            limit, color="k", linestyle="--", linewidth=1, label=f"limit (in-process ORT) {limit:.0f}/s"
+        )
         ax.axhline(0.8 * limit, color="grey", linestyle=":", linewidth=1, label="0.8x limit")
     ax.set_xticks(range(len(levels)), [f"c={c}" for c in levels])
     ax.set_ylabel("images / s")
@@ -67,7 +69,9 @@ def batch_sweep(section: dict[str, Any], path: Path, title: str) -> Path | None:
         layouts.setdefault(f"onnxruntime, {p['layout']}", []).append((p["batch_size"], p["images_per_s"]))
     eager = section.get("torch_eager_inprocess") or {}
     for p in eager.get("points", []):
-        layouts.setdefault(f"PyTorch eager, {p.get('threads')} thread(s)", []).append((p["batch_size"], p["images_per_s"]))
+        layouts.setdefault(f"PyTorch eager, {p.get('threads')} thread(s)", []).append(
+            (p["batch_size"], p["images_per_s"])
+        )
     for name, pts in layouts.items():
         pts.sort()
         ax.plot([b for b, _ in pts], [r for _, r in pts], "-o", label=name)

@@ -78,34 +78,66 @@ class Triton:
 @contextlib.contextmanager
 def triton(repo: Path, workdir: Path, model_control: str = "none") -> Iterator[Triton]:
     http, grpc, metrics = free_port(), free_port(), free_port()
-    cfg = launcher.TritonConfig(repo, http, grpc, metrics, backend_dir=ROOT / "build" / "triton-backends",
-                                model_control=model_control)
+    cfg = launcher.TritonConfig(
+        repo, http, grpc, metrics, backend_dir=ROOT / "build" / "triton-backends", model_control=model_control
+    )
     log = workdir / f"triton-{grpc}.log"
     proc = launcher.start(cfg, log)
     try:
         try:
             launcher.wait_ready(cfg, proc, timeout=120)
         except Exception as exc:
-            raise RuntimeError(f"triton failed to start: {exc}; log tail:\n{log.read_text()[-3000:]}") from None
-        yield Triton(proc, f"127.0.0.1:{grpc}", f"http://127.0.0.1:{http}", f"http://127.0.0.1:{metrics}/metrics")
+            raise RuntimeError(
+                f"triton failed to start: {exc}; log tail:\n{log.read_text()[-3000:]}"
+            ) from None
+        yield Triton(
+            proc, f"127.0.0.1:{grpc}", f"http://127.0.0.1:{http}", f"http://127.0.0.1:{metrics}/metrics"
+        )
     finally:
         launcher.stop(proc)
 
 
 @contextlib.contextmanager
-def uvicorn_app(app: str, workdir: Path, env: dict[str, str] | None = None, ready_path: str = "/healthz",
-                factory: bool = False, workers: int = 1, extra_args: list[str] | None = None) -> Iterator[str]:
+def uvicorn_app(
+    app: str,
+    workdir: Path,
+    env: dict[str, str] | None = None,
+    ready_path: str = "/healthz",
+    factory: bool = False,
+    workers: int = 1,
+    extra_args: list[str] | None = None,
+) -> Iterator[str]:
     """``app`` ("module:attr") as its own uvicorn process on a free port; yields its base URL."""
     port = free_port()
     log = workdir / f"{app.split(':')[0].rsplit('.', 1)[-1]}-{port}.log"
-    cmd = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-           "--no-access-log", "--log-level", "warning", "--workers", str(workers), *(extra_args or [])]
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--workers",
+        str(workers),
+        *(extra_args or []),
+    ]
     if factory:
         cmd.insert(3, "--factory")
     with log.open("ab") as out:
         # Tied to us like Triton (PR_SET_PDEATHSIG): a killed benchmark leaves no server behind.
-        proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT,
-                                preexec_fn=launcher._die_with_parent)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=launcher._die_with_parent,
+        )
     url = f"http://127.0.0.1:{port}"
     PIDS[url] = proc.pid
     try:
@@ -117,21 +149,36 @@ def uvicorn_app(app: str, workdir: Path, env: dict[str, str] | None = None, read
 
 
 @contextlib.contextmanager
-def gateway(triton_grpc_url: str, workdir: Path, env: dict[str, str] | None = None,
-            extra_args: list[str] | None = None) -> Iterator[str]:
+def gateway(
+    triton_grpc_url: str,
+    workdir: Path,
+    env: dict[str, str] | None = None,
+    extra_args: list[str] | None = None,
+) -> Iterator[str]:
     """The gateway exactly as deployed: ``uvicorn --factory serving.gateway.main:create_app``."""
-    with uvicorn_app("serving.gateway.main:create_app", workdir, {"GATEWAY_TRITON_GRPC_URL": triton_grpc_url,
-                                                                  **(env or {})},
-                     ready_path="/readyz", factory=True, extra_args=extra_args) as url:
+    with uvicorn_app(
+        "serving.gateway.main:create_app",
+        workdir,
+        {"GATEWAY_TRITON_GRPC_URL": triton_grpc_url, **(env or {})},
+        ready_path="/readyz",
+        factory=True,
+        extra_args=extra_args,
+    ) as url:
         yield url
 
 
 def scrape(metrics_url: str) -> dict[tuple[str, str], float]:
     """Triton's Prometheus text -> {(metric, model): value} for the nv_inference_* counters we use."""
-    wanted = ("nv_inference_count", "nv_inference_exec_count", "nv_inference_request_success",
-              "nv_inference_queue_duration_us", "nv_inference_compute_infer_duration_us",
-              "nv_inference_compute_input_duration_us", "nv_inference_compute_output_duration_us",
-              "nv_inference_request_duration_us")
+    wanted = (
+        "nv_inference_count",
+        "nv_inference_exec_count",
+        "nv_inference_request_success",
+        "nv_inference_queue_duration_us",
+        "nv_inference_compute_infer_duration_us",
+        "nv_inference_compute_input_duration_us",
+        "nv_inference_compute_output_duration_us",
+        "nv_inference_request_duration_us",
+    )
     out: dict[tuple[str, str], float] = {}
     with urllib.request.urlopen(metrics_url, timeout=5) as resp:
         text = resp.read().decode()
@@ -142,19 +189,26 @@ def scrape(metrics_url: str) -> dict[tuple[str, str], float]:
         if name not in wanted:
             continue
         labels, _, value = rest.rpartition("}")
-        model = next((kv.split("=", 1)[1].strip('"') for kv in labels.split(",") if kv.startswith("model=")), "")
+        model = next(
+            (kv.split("=", 1)[1].strip('"') for kv in labels.split(",") if kv.startswith("model=")), ""
+        )
         out[(name, model)] = out.get((name, model), 0.0) + float(value)
     return out
 
 
-def triton_stats(before: dict[tuple[str, str], float], after: dict[tuple[str, str], float],
-                 model: str) -> dict[str, float | None]:
+def triton_stats(
+    before: dict[tuple[str, str], float], after: dict[tuple[str, str], float], model: str
+) -> dict[str, float | None]:
     """What Triton did for ``model`` between two scrapes: batch size, queue and compute time."""
+
     def delta(name: str) -> float:
         return after.get((name, model), 0.0) - before.get((name, model), 0.0)
 
-    inferences, executions, requests = delta("nv_inference_count"), delta("nv_inference_exec_count"), \
-        delta("nv_inference_request_success")
+    inferences, executions, requests = (
+        delta("nv_inference_count"),
+        delta("nv_inference_exec_count"),
+        delta("nv_inference_request_success"),
+    )
     if not requests:
         return {"requests": 0.0}
     return {

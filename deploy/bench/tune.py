@@ -79,8 +79,12 @@ def current_candidate(cfg: Any) -> Candidate:
     params = {k: v.string_value for k, v in cfg.parameters.items()}
     count = cfg.instance_group[0].count if cfg.instance_group else 1
     db = cfg.dynamic_batching
-    return Candidate(max(count, 1), int(params.get("intra_op_threads", "1")), int(db.max_queue_delay_microseconds),
-                     tuple(db.preferred_batch_size))
+    return Candidate(
+        max(count, 1),
+        int(params.get("intra_op_threads", "1")),
+        int(db.max_queue_delay_microseconds),
+        tuple(db.preferred_batch_size),
+    )
 
 
 def better(a: Measured, b: Measured) -> Measured:
@@ -104,7 +108,9 @@ class Tuner:
 
         self.m, self.args, self.t, self.repo = model, args, triton, repo
         rng = np.random.default_rng(0)
-        self.pixels = rng.integers(0, 256, (1, model.channels, model.image_size, model.image_size), dtype=np.uint8)
+        self.pixels = rng.integers(
+            0, 256, (1, model.channels, model.image_size, model.image_size), dtype=np.uint8
+        )
         self.seen: dict[Candidate, Measured] = {}
         self.n = 0
 
@@ -115,7 +121,9 @@ class Tuner:
         name = f"tune_{self.n}"
         copy_model(self.m.model_dir, self.repo, name, cand.apply)
         _post(f"{self.t.http_url}/v2/repository/models/{name}/load")
-        target = TritonGrpcTarget(self.t.grpc_url, name, {self.m.input_name: self.pixels}, [self.m.output_name])
+        target = TritonGrpcTarget(
+            self.t.grpc_url, name, {self.m.input_name: self.pixels}, [self.m.output_name]
+        )
         result = Measured(cand, stage)
         await target.open(max(self.args.concurrency))
         try:
@@ -130,10 +138,13 @@ class Tuner:
             shutil.rmtree(self.repo / name, ignore_errors=True)
         self.seen[cand] = result
         lat = result.rows[0].get("latency_ms") or {}
-        print(f"  [{stage}] {cand.label():<44} " + "  ".join(
-            f"c={r['concurrency']}: {r['throughput_rps']:.0f}/s" for r in result.rows)
+        print(
+            f"  [{stage}] {cand.label():<44} "
+            + "  ".join(f"c={r['concurrency']}: {r['throughput_rps']:.0f}/s" for r in result.rows)
             + f"  p99@c={result.rows[0]['concurrency']} {lat.get('p99', float('nan')):.1f} ms"
-            + f"  batch {result.rows[-1]['triton'].get('avg_batch_size')}", flush=True)
+            + f"  batch {result.rows[-1]['triton'].get('avg_batch_size')}",
+            flush=True,
+        )
         return result
 
     async def search(self, start: Candidate) -> tuple[Measured, list[Measured]]:
@@ -142,15 +153,23 @@ class Tuner:
         for inst in a.instances:
             for thr in a.threads:
                 if inst * thr <= a.max_threads:
-                    best = better(best, await self.measure(Candidate(inst, thr, 0, ()), "instances x threads"))
+                    best = better(
+                        best, await self.measure(Candidate(inst, thr, 0, ()), "instances x threads")
+                    )
         b = best.candidate
         for delay in a.delays:
-            best = better(best, await self.measure(Candidate(b.instances, b.threads, delay, ()), "queue delay"))
+            best = better(
+                best, await self.measure(Candidate(b.instances, b.threads, delay, ()), "queue delay")
+            )
         b = best.candidate
         for pref in a.preferred:
             sizes = tuple(int(x) for x in pref.split(",") if x) if pref != "none" else ()
-            best = better(best, await self.measure(Candidate(b.instances, b.threads, b.delay_us, sizes),
-                                                   "preferred batch sizes"))
+            best = better(
+                best,
+                await self.measure(
+                    Candidate(b.instances, b.threads, b.delay_us, sizes), "preferred batch sizes"
+                ),
+            )
         return best, list(self.seen.values())
 
     async def confirm(self, a: Candidate, b: Candidate, rounds: int) -> dict[str, list[float]]:
@@ -161,8 +180,11 @@ class Tuner:
         saved, self.seen = self.seen, {}
         try:
             for i in range(rounds):
-                for key, cand in (("current", a), ("recommended", b)) if i % 2 == 0 else (("recommended", b),
-                                                                                            ("current", a)):
+                for key, cand in (
+                    (("current", a), ("recommended", b))
+                    if i % 2 == 0
+                    else (("recommended", b), ("current", a))
+                ):
                     self.seen.pop(cand, None)
                     out[key].append((await self.measure(cand, f"confirm {key}")).score)
         finally:
@@ -176,24 +198,48 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     class Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
         pass
 
-    p = argparse.ArgumentParser(prog="python -m deploy.bench.tune", description=doc.split("\n\n")[0],
-                                epilog=doc.split("\n\n", 1)[1], formatter_class=Formatter)
-    p.add_argument("--model-dir", type=Path, default=Path("build/model_repository/cpu/classifier"),
-                   help="model folder of a cpu repository (a one-epoch stand-in is built when missing)")
-    p.add_argument("--concurrency", type=int, nargs="+", default=[8, 32], help="closed-loop levels per candidate")
+    p = argparse.ArgumentParser(
+        prog="python -m deploy.bench.tune",
+        description=doc.split("\n\n")[0],
+        epilog=doc.split("\n\n", 1)[1],
+        formatter_class=Formatter,
+    )
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path("build/model_repository/cpu/classifier"),
+        help="model folder of a cpu repository (a one-epoch stand-in is built when missing)",
+    )
+    p.add_argument(
+        "--concurrency", type=int, nargs="+", default=[8, 32], help="closed-loop levels per candidate"
+    )
     p.add_argument("--duration", type=float, default=2.0, help="seconds measured per level")
     p.add_argument("--warmup", type=float, default=0.5)
     p.add_argument("--instances", type=int, nargs="+", default=[1, 2, 3], help="instance counts to try")
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="onnxruntime intra-op threads to try")
+    p.add_argument(
+        "--threads", type=int, nargs="+", default=[1, 2], help="onnxruntime intra-op threads to try"
+    )
     p.add_argument("--max-threads", type=int, default=4, help="skip instance x thread products above this")
-    p.add_argument("--delays", type=int, nargs="+", default=[0, 100, 500, 2000], help="max_queue_delay_microseconds")
-    p.add_argument("--preferred", nargs="+", default=["none", "4", "8", "16"],
-                   help="preferred batch sizes, comma-separated per candidate ('none' = unset)")
-    p.add_argument("--confirm-rounds", type=int, default=2, help="interleaved re-measurements of current vs best")
+    p.add_argument(
+        "--delays", type=int, nargs="+", default=[0, 100, 500, 2000], help="max_queue_delay_microseconds"
+    )
+    p.add_argument(
+        "--preferred",
+        nargs="+",
+        default=["none", "4", "8", "16"],
+        help="preferred batch sizes, comma-separated per candidate ('none' = unset)",
+    )
+    p.add_argument(
+        "--confirm-rounds", type=int, default=2, help="interleaved re-measurements of current vs best"
+    )
     p.add_argument("--workdir", type=Path, default=Path("build/bench"))
     p.add_argument("--out", type=Path, default=Path("reports/tune.json"))
-    p.add_argument("--config-out", type=Path, default=None,
-                   help="recommended config.pbtxt (default reports/tune/<model>/config.pbtxt)")
+    p.add_argument(
+        "--config-out",
+        type=Path,
+        default=None,
+        help="recommended config.pbtxt (default reports/tune/<model>/config.pbtxt)",
+    )
     return p.parse_args(argv)
 
 
@@ -209,8 +255,11 @@ def main(argv: list[str] | None = None) -> int:
     repo = args.workdir / "tune-repo"
     shutil.rmtree(repo, ignore_errors=True)
     repo.mkdir(parents=True)
-    print(f"tuning {model.model_dir} (current: {start.label()}) on {', '.join(map(str, args.concurrency))} "
-          f"concurrent requests, {args.duration:g}s per level", flush=True)
+    print(
+        f"tuning {model.model_dir} (current: {start.label()}) on {', '.join(map(str, args.concurrency))} "
+        f"concurrent requests, {args.duration:g}s per level",
+        flush=True,
+    )
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with stack.triton(repo, workdir, model_control="explicit") as t:
         tuner = Tuner(model, args, t, repo)
@@ -232,21 +281,31 @@ def main(argv: list[str] | None = None) -> int:
     config_out.parent.mkdir(parents=True, exist_ok=True)
     config_out.write_text(text)
     report = {
-        "tool": "deploy.bench.tune", "started_at": started, "model_dir": str(model.model_dir),
+        "tool": "deploy.bench.tune",
+        "started_at": started,
+        "model_dir": str(model.model_dir),
         "note": "shared 2-core machine, client and Triton on the same cores: compare within this run",
         "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-        "current": asdict(start), "recommended": asdict(chosen), "kept_current": keep_current,
+        "current": asdict(start),
+        "recommended": asdict(chosen),
+        "kept_current": keep_current,
         "confirm_throughput_rps": confirm,
-        "candidates": [{"stage": m.stage, **asdict(m.candidate), "score_rps": m.score, "results": m.rows}
-                       for m in measured],
+        "candidates": [
+            {"stage": m.stage, **asdict(m.candidate), "score_rps": m.score, "results": m.rows}
+            for m in measured
+        ],
         "recommended_config": str(config_out),
     }
     write_json(args.out, report)
-    print(f"\nrecommended: {chosen.label()}" + ("  (current config kept: the search winner lost the re-measurement)"
-                                                if keep_current else ""))
+    print(
+        f"\nrecommended: {chosen.label()}"
+        + ("  (current config kept: the search winner lost the re-measurement)" if keep_current else "")
+    )
     if confirm["current"]:
-        print(f"confirmation at c={max(args.concurrency)}: current {confirm['current']} rps, "
-              f"recommended {confirm['recommended']} rps")
+        print(
+            f"confirmation at c={max(args.concurrency)}: current {confirm['current']} rps, "
+            f"recommended {confirm['recommended']} rps"
+        )
     print(f"report: {args.out}  config: {config_out}")
     with contextlib.suppress(Exception):
         print(json.dumps(asdict(chosen)))

@@ -20,7 +20,19 @@ from deploy.loadtest.targets import (
 )
 
 __all__ = [
-    "ROUTES", "HttpTarget", "Outcome", "RequestSpec", "RunResult", "SSECounter", "TritonGrpcTarget",
-    "arrival_times", "build_request", "format_table", "plot_latency", "run_closed", "run_open", "summarise",
+    "ROUTES",
+    "HttpTarget",
+    "Outcome",
+    "RequestSpec",
+    "RunResult",
+    "SSECounter",
+    "TritonGrpcTarget",
+    "arrival_times",
+    "build_request",
+    "format_table",
+    "plot_latency",
+    "run_closed",
+    "run_open",
+    "summarise",
     "write_json",
 ]

@@ -27,22 +27,44 @@ from deploy.loadtest.targets import CLIENTS, ROUTES, HttpTarget, build_request
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     doc = __doc__ or ""
-    p = argparse.ArgumentParser(prog="python -m deploy.loadtest", description=doc.split("\n\n")[0],
-                                epilog=doc.split("\n\n", 2)[-1], formatter_class=_Formatter)
+    p = argparse.ArgumentParser(
+        prog="python -m deploy.loadtest",
+        description=doc.split("\n\n")[0],
+        epilog=doc.split("\n\n", 2)[-1],
+        formatter_class=_Formatter,
+    )
     p.add_argument("--url", default="http://127.0.0.1:8080", help="gateway base URL (loopback)")
-    p.add_argument("--routes", nargs="+", default=["classify"], metavar="ROUTE",
-                   help=f"task routes to load: {', '.join(ROUTES)}, or 'all' (routes not served are skipped)")
-    p.add_argument("--concurrency", type=int, nargs="*", default=None,
-                   help="closed-loop levels (default 1 8 32 unless --rate is given)")
+    p.add_argument(
+        "--routes",
+        nargs="+",
+        default=["classify"],
+        metavar="ROUTE",
+        help=f"task routes to load: {', '.join(ROUTES)}, or 'all' (routes not served are skipped)",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        nargs="*",
+        default=None,
+        help="closed-loop levels (default 1 8 32 unless --rate is given)",
+    )
     p.add_argument("--rate", type=float, nargs="*", default=[], help="open-loop target rates, requests/s")
-    p.add_argument("--arrivals", choices=["poisson", "uniform"], default="poisson", help="open-loop arrival process")
+    p.add_argument(
+        "--arrivals", choices=["poisson", "uniform"], default="poisson", help="open-loop arrival process"
+    )
     p.add_argument("--duration", type=float, default=5.0, help="seconds measured per level")
     p.add_argument("--warmup", type=float, default=0.5, help="seconds of unrecorded load before each level")
     p.add_argument("--max-requests", type=int, default=50_000, help="hard cap on requests per level")
-    p.add_argument("--max-in-flight", type=int, default=256, help="open loop: connection pool / outstanding cap")
+    p.add_argument(
+        "--max-in-flight", type=int, default=256, help="open loop: connection pool / outstanding cap"
+    )
     p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout, s")
-    p.add_argument("--client", choices=CLIENTS, default="raw",
-                   help="HTTP client: raw (least CPU; streams and https use aiohttp), aiohttp or httpx")
+    p.add_argument(
+        "--client",
+        choices=CLIENTS,
+        default="raw",
+        help="HTTP client: raw (least CPU; streams and https use aiohttp), aiohttp or httpx",
+    )
     p.add_argument("--model", default=None, help="served model name (default: the route's first model)")
     p.add_argument("--image", type=Path, default=None, help="image file to upload (default: a synthetic PNG)")
     p.add_argument("--prompt", default="ROMEO:\n", help="generate: prompt text")
@@ -81,8 +103,13 @@ class _Progress:
                 from tqdm import tqdm
             except ImportError:
                 return
-            self.bar = tqdm(total=round(seconds, 1), desc=desc, unit="s", leave=False,
-                            bar_format="{desc}: {bar} {n:.1f}/{total:.1f}s {postfix}")
+            self.bar = tqdm(
+                total=round(seconds, 1),
+                desc=desc,
+                unit="s",
+                leave=False,
+                bar_format="{desc}: {bar} {n:.1f}/{total:.1f}s {postfix}",
+            )
 
     def __call__(self, answers: int) -> None:
         if self.bar is not None:
@@ -130,8 +157,17 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
             for r in args.rate:
                 bar = _Progress(f"{route} open {r:g}/s", args.warmup + args.duration, not args.no_progress)
                 try:
-                    run = await run_open(target, r, args.duration, args.max_requests, args.arrivals,
-                                         args.max_in_flight, args.seed, args.warmup, tick=bar)
+                    run = await run_open(
+                        target,
+                        r,
+                        args.duration,
+                        args.max_requests,
+                        args.arrivals,
+                        args.max_in_flight,
+                        args.seed,
+                        args.warmup,
+                        tick=bar,
+                    )
                 finally:
                     bar.close()
                 runs.append(run)
@@ -146,8 +182,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     result = asyncio.run(run_all(args))
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "allow_remote"}
-    report = {"tool": "deploy.loadtest", "started_at": started, "url": args.url, "client": args.client,
-              "config": config, "results": result["summaries"], "skipped": result["skipped"]}
+    report = {
+        "tool": "deploy.loadtest",
+        "started_at": started,
+        "url": args.url,
+        "client": args.client,
+        "config": config,
+        "results": result["summaries"],
+        "skipped": result["skipped"],
+    }
     write_json(args.out, report)
     plot = plot_latency(result["runs"], args.plot, f"gateway latency ({args.url})")
     if result["summaries"]:

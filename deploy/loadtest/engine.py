@@ -71,18 +71,31 @@ class _Recorder:
     def add(self, start: float, end: float, out: Outcome) -> None:
         self.rows.append((start, end, out))
 
-    def result(self, target: str, mode: str, level: float, t0: float, cpu_s: float, late: list[float],
-               stopped_by: str) -> RunResult:
+    def result(
+        self,
+        target: str,
+        mode: str,
+        level: float,
+        t0: float,
+        cpu_s: float,
+        late: list[float],
+        stopped_by: str,
+    ) -> RunResult:
         rows = self.rows
         end = max((r[1] for r in rows), default=t0)
         return RunResult(
-            target=target, mode=mode, level=level, wall_s=max(end - t0, 1e-9),
+            target=target,
+            mode=mode,
+            level=level,
+            wall_s=max(end - t0, 1e-9),
             latency_s=np.array([r[1] - r[0] for r in rows], dtype=np.float64),
             statuses=[r[2].status for r in rows],
             ok=np.array([r[2].ok for r in rows], dtype=bool),
             ttft_s=np.array([np.nan if r[2].ttft_s is None else r[2].ttft_s for r in rows], dtype=np.float64),
             tokens=np.array([r[2].tokens for r in rows], dtype=np.int64),
-            client_cpu_s=cpu_s, late_s=np.array(late, dtype=np.float64), stopped_by=stopped_by,
+            client_cpu_s=cpu_s,
+            late_s=np.array(late, dtype=np.float64),
+            stopped_by=stopped_by,
         )
 
 
@@ -108,8 +121,14 @@ async def _ticker(rec: _Recorder, tick: Tick | None, done: asyncio.Event) -> Non
         tick(len(rec.rows))
 
 
-async def run_closed(target: Target, concurrency: int, duration_s: float, max_requests: int | None = None,
-                     warmup_s: float = 0.5, tick: Tick | None = None) -> RunResult:
+async def run_closed(
+    target: Target,
+    concurrency: int,
+    duration_s: float,
+    max_requests: int | None = None,
+    warmup_s: float = 0.5,
+    tick: Tick | None = None,
+) -> RunResult:
     """``concurrency`` workers back to back for ``duration_s`` (after ``warmup_s`` not recorded)."""
     loop_start = time.perf_counter()
     measure_from = loop_start + warmup_s
@@ -158,9 +177,17 @@ def arrival_times(rate: float, n: int, arrivals: str = "poisson", seed: int = 0)
     raise ValueError(f"arrivals must be poisson or uniform, not {arrivals!r}")
 
 
-async def run_open(target: Target, rate: float, duration_s: float, max_requests: int | None = None,
-                   arrivals: str = "poisson", max_in_flight: int = 512, seed: int = 0, warmup_s: float = 0.0,
-                   tick: Tick | None = None) -> RunResult:
+async def run_open(
+    target: Target,
+    rate: float,
+    duration_s: float,
+    max_requests: int | None = None,
+    arrivals: str = "poisson",
+    max_in_flight: int = 512,
+    seed: int = 0,
+    warmup_s: float = 0.0,
+    tick: Tick | None = None,
+) -> RunResult:
     """Send at scheduled times for ``duration_s``; latency counts from the *scheduled* time.
 
     ``max_in_flight`` bounds memory and sockets; a request waiting for a slot is late, and its

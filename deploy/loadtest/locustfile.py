@@ -35,12 +35,15 @@ SPECS = {route: build_request(route, None, MODEL, max_new_tokens=MAX_NEW_TOKENS)
 class GatewayUser(FastHttpUser):
     """One simulated client: picks a selected route per task, no think time by default."""
 
-    wait_time = between(float(os.environ.get("LOADTEST_WAIT_MIN", "0")), float(os.environ.get("LOADTEST_WAIT_MAX", "0")))
+    wait_time = between(
+        float(os.environ.get("LOADTEST_WAIT_MIN", "0")), float(os.environ.get("LOADTEST_WAIT_MAX", "0"))
+    )
 
     def _image(self, route: str) -> None:
         spec = SPECS[route]
-        with self.client.post(spec.path, data=spec.body, headers=spec.headers, name=route,
-                              catch_response=True) as resp:
+        with self.client.post(
+            spec.path, data=spec.body, headers=spec.headers, name=route, catch_response=True
+        ) as resp:
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}")
 
@@ -48,8 +51,9 @@ class GatewayUser(FastHttpUser):
         spec = SPECS["generate"]
         start = time.perf_counter()
         counter = SSECounter()
-        with self.client.post(spec.path, data=spec.body, headers=spec.headers, name="generate", stream=True,
-                              catch_response=True) as resp:
+        with self.client.post(
+            spec.path, data=spec.body, headers=spec.headers, name="generate", stream=True, catch_response=True
+        ) as resp:
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}")
                 return
@@ -65,9 +69,14 @@ class GatewayUser(FastHttpUser):
                 resp.failure(counter.error or "stream carried no tokens")
                 return
         if counter.first_token_at is not None:  # TTFT as its own row in Locust's statistics
-            events.request.fire(request_type="SSE", name="generate: time to first token",
-                                response_time=1e3 * (counter.first_token_at - start), response_length=0,
-                                exception=None, context={})
+            events.request.fire(
+                request_type="SSE",
+                name="generate: time to first token",
+                response_time=1e3 * (counter.first_token_at - start),
+                response_length=0,
+                exception=None,
+                context={},
+            )
 
     @task
     def one_request(self) -> None:

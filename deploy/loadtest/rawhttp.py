@@ -95,21 +95,29 @@ def _parse(buf: bytearray) -> tuple[int, int, bool] | None:
     if length is None:
         length = 0 if status in (204, 304) or 100 <= status < 200 else -1
     if length < 0:
-        raise ValueError("response without Content-Length or chunked encoding (read-to-close is not supported)")
+        raise ValueError(
+            "response without Content-Length or chunked encoding (read-to-close is not supported)"
+        )
     return (status, start + length, keep_alive) if len(buf) >= start + length else None
 
 
 class RawHttpClient:
     """POSTs one prepared request over a pool of keep-alive connections."""
 
-    def __init__(self, base_url: str, path: str, body: bytes, headers: dict[str, str], timeout_s: float) -> None:
+    def __init__(
+        self, base_url: str, path: str, body: bytes, headers: dict[str, str], timeout_s: float
+    ) -> None:
         url = urlsplit(base_url)
         if url.scheme != "http":
             raise ValueError("the raw client speaks plain http:// only; use --client aiohttp for https")
         self.host, self.port = url.hostname or "127.0.0.1", url.port or 80
         prefix = url.path.rstrip("/")
-        lines = [f"POST {prefix}{path} HTTP/1.1", f"Host: {url.netloc}", f"Content-Length: {len(body)}",
-                 *(f"{k}: {v}" for k, v in headers.items())]
+        lines = [
+            f"POST {prefix}{path} HTTP/1.1",
+            f"Host: {url.netloc}",
+            f"Content-Length: {len(body)}",
+            *(f"{k}: {v}" for k, v in headers.items()),
+        ]
         self.payload = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
         self.timeout_s = timeout_s
         self.idle: list[_Connection] = []

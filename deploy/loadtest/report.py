@@ -33,9 +33,13 @@ def summarise(run: RunResult) -> dict[str, Any]:
     tokens = int(run.tokens[run.ok].sum()) if n else 0
     streams = bool(np.any(~np.isnan(run.ttft_s))) if n else False
     out: dict[str, Any] = {
-        "target": run.target, "mode": run.mode,
+        "target": run.target,
+        "mode": run.mode,
         "concurrency" if run.mode == "closed" else "rate_rps": run.level,
-        "requests": n, "ok": ok, "failed": n - ok, "errors": dict(sorted(errors.items())),
+        "requests": n,
+        "ok": ok,
+        "failed": n - ok,
+        "errors": dict(sorted(errors.items())),
         "wall_s": round(run.wall_s, 3),
         "throughput_rps": round(ok / run.wall_s, 2),
         "latency_ms": _ms_stats(run.latency_s[run.ok]),
@@ -52,17 +56,31 @@ def summarise(run: RunResult) -> dict[str, Any]:
         out["tokens_per_s"] = round(tokens / run.wall_s, 1)  # all streams together
         out["tokens_per_s_per_stream"] = round(float(np.median(per_stream)), 1) if per_stream.size else None
     if run.mode == "open" and run.late_s.size:
-        out["send_late_ms"] = {"p50": round(float(np.percentile(run.late_s, 50)) * 1e3, 3),
-                               "p99": round(float(np.percentile(run.late_s, 99)) * 1e3, 3),
-                               "max": round(float(run.late_s.max()) * 1e3, 3)}
+        out["send_late_ms"] = {
+            "p50": round(float(np.percentile(run.late_s, 50)) * 1e3, 3),
+            "p99": round(float(np.percentile(run.late_s, 99)) * 1e3, 3),
+            "max": round(float(run.late_s.max()) * 1e3, 3),
+        }
         out["achieved_rate_rps"] = round(n / run.wall_s, 2)
     return out
 
 
 def format_table(rows: Sequence[dict[str, Any]]) -> str:
     """A fixed-width text table of summaries (one line per run)."""
-    head = ["target", "mode", "level", "req", "fail", "rps", "p50 ms", "p95 ms", "p99 ms", "ttft p50", "tok/s",
-            "errors"]
+    head = [
+        "target",
+        "mode",
+        "level",
+        "req",
+        "fail",
+        "rps",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "ttft p50",
+        "tok/s",
+        "errors",
+    ]
     with_cpu = any("cpu_us_per_request_total" in r for r in rows)
     if with_cpu:  # the benchmark adds client + server CPU per request
         head.insert(9, "cpu us/req")
@@ -72,10 +90,15 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
         ttft = r.get("ttft_ms") or {}
         level = r.get("concurrency", r.get("rate_rps"))
         line = [
-            str(r["target"]), r["mode"], f"{level:g}" if level is not None else "", str(r["requests"]),
-            str(r["failed"]), f"{r['throughput_rps']:.1f}",
+            str(r["target"]),
+            r["mode"],
+            f"{level:g}" if level is not None else "",
+            str(r["requests"]),
+            str(r["failed"]),
+            f"{r['throughput_rps']:.1f}",
             *(f"{lat[k]:.2f}" if k in lat else "-" for k in ("p50", "p95", "p99")),
-            f"{ttft['p50']:.1f}" if ttft else "-", f"{r['tokens_per_s']:.0f}" if "tokens_per_s" in r else "-",
+            f"{ttft['p50']:.1f}" if ttft else "-",
+            f"{r['tokens_per_s']:.0f}" if "tokens_per_s" in r else "-",
             ",".join(f"{k}:{v}" for k, v in r["errors"].items()) or "-",
         ]
         if with_cpu:

@@ -51,12 +51,15 @@ def synthetic_png(side: int, channels: int, seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
-def multipart_body(data: bytes, filename: str = "image.png", ctype: str = "image/png",
-                   field_name: str = "file") -> tuple[bytes, str]:
+def multipart_body(
+    data: bytes, filename: str = "image.png", ctype: str = "image/png", field_name: str = "file"
+) -> tuple[bytes, str]:
     """A ready multipart/form-data body with one file field, and its Content-Type header."""
     boundary = uuid.uuid4().hex
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field_name}\"; filename=\"{filename}\"\r\n"
-            f"Content-Type: {ctype}\r\n\r\n").encode()
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field_name}"; filename="{filename}"\r\n'
+        f"Content-Type: {ctype}\r\n\r\n"
+    ).encode()
     return head + data + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
@@ -71,8 +74,9 @@ class RequestSpec:
     stream: bool = False
 
 
-def image_request(route: str, image: bytes | None = None, model: str | None = None,
-                  params: dict[str, Any] | None = None) -> RequestSpec:
+def image_request(
+    route: str, image: bytes | None = None, model: str | None = None, params: dict[str, Any] | None = None
+) -> RequestSpec:
     if route not in IMAGE_ROUTES:
         raise ValueError(f"{route!r} is not an image route ({', '.join(IMAGE_ROUTES)})")
     if image is None:
@@ -85,17 +89,36 @@ def image_request(route: str, image: bytes | None = None, model: str | None = No
     return RequestSpec(route, path, body, {"Content-Type": ctype})
 
 
-def generate_request(prompt: str = "ROMEO:\n", max_new_tokens: int = 64, model: str | None = None,
-                     extra: dict[str, Any] | None = None) -> RequestSpec:
-    payload: dict[str, Any] = {"prompt": prompt, "max_new_tokens": max_new_tokens, "stream": True, **(extra or {})}
+def generate_request(
+    prompt: str = "ROMEO:\n",
+    max_new_tokens: int = 64,
+    model: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> RequestSpec:
+    payload: dict[str, Any] = {
+        "prompt": prompt,
+        "max_new_tokens": max_new_tokens,
+        "stream": True,
+        **(extra or {}),
+    }
     if model:
         payload["model"] = model
-    return RequestSpec("generate", ROUTES["generate"], json.dumps(payload).encode(),
-                       {"Content-Type": "application/json", "Accept": "text/event-stream"}, stream=True)
+    return RequestSpec(
+        "generate",
+        ROUTES["generate"],
+        json.dumps(payload).encode(),
+        {"Content-Type": "application/json", "Accept": "text/event-stream"},
+        stream=True,
+    )
 
 
-def build_request(route: str, image_path: Path | None = None, model: str | None = None,
-                  prompt: str = "ROMEO:\n", max_new_tokens: int = 64) -> RequestSpec:
+def build_request(
+    route: str,
+    image_path: Path | None = None,
+    model: str | None = None,
+    prompt: str = "ROMEO:\n",
+    max_new_tokens: int = 64,
+) -> RequestSpec:
     if route == "generate":
         return generate_request(prompt, max_new_tokens, model)
     return image_request(route, image_path.read_bytes() if image_path else None, model)
@@ -168,11 +191,18 @@ class SSECounter:
 
 # --- HTTP targets --------------------------------------------------------------------------------
 
+
 class HttpTarget:
     """POSTs one prepared request to ``base_url``; 2xx is success, the body is read in full."""
 
-    def __init__(self, base_url: str, spec: RequestSpec, client: str = "raw", timeout_s: float = 60.0,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        spec: RequestSpec,
+        client: str = "raw",
+        timeout_s: float = 60.0,
+        name: str | None = None,
+    ) -> None:
         if client not in CLIENTS:
             raise ValueError(f"client must be one of {CLIENTS}")
         if client == "raw" and (spec.stream or not base_url.startswith("http://")):
@@ -188,15 +218,20 @@ class HttpTarget:
         if self.client == "raw":
             from deploy.loadtest.rawhttp import RawHttpClient
 
-            self._session = RawHttpClient(self.base_url, self.spec.path, self.spec.body, self.spec.headers,
-                                          self.timeout_s)
+            self._session = RawHttpClient(
+                self.base_url, self.spec.path, self.spec.body, self.spec.headers, self.timeout_s
+            )
         elif self.client == "aiohttp":
             import aiohttp
 
             connector = aiohttp.TCPConnector(limit=pool_size, limit_per_host=pool_size, ttl_dns_cache=None)
             self._session = aiohttp.ClientSession(
-                self.base_url, connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                skip_auto_headers=("User-Agent",), auto_decompress=False)
+                self.base_url,
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                skip_auto_headers=("User-Agent",),
+                auto_decompress=False,
+            )
         else:
             import httpx
 
@@ -220,7 +255,9 @@ class HttpTarget:
                 await resp.read()
                 return Outcome(str(resp.status), 200 <= resp.status < 300)
         if spec.stream:
-            async with self._session.stream("POST", spec.path, content=spec.body, headers=spec.headers) as resp:
+            async with self._session.stream(
+                "POST", spec.path, content=spec.body, headers=spec.headers
+            ) as resp:
                 if resp.status_code >= 300:
                     await resp.aread()
                     return Outcome(str(resp.status_code), False)
@@ -232,6 +269,7 @@ class HttpTarget:
         async def lines() -> Any:
             async for raw in resp.content:
                 yield raw.decode("utf-8", "replace")
+
         return await self._stream_lines(lines())
 
     @staticmethod
@@ -261,8 +299,15 @@ class TritonGrpcTarget:
     client Python has, so the measurement is about Triton, not about the load generator.
     """
 
-    def __init__(self, grpc_url: str, model: str, inputs: dict[str, np.ndarray], outputs: list[str] | None = None,
-                 timeout_s: float = 60.0, name: str | None = None) -> None:
+    def __init__(
+        self,
+        grpc_url: str,
+        model: str,
+        inputs: dict[str, np.ndarray],
+        outputs: list[str] | None = None,
+        timeout_s: float = 60.0,
+        name: str | None = None,
+    ) -> None:
         from serving.gateway.triton import build_request as build_infer
 
         self.url, self.model, self.timeout_s = grpc_url, model, timeout_s

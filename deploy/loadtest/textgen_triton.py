@@ -50,11 +50,15 @@ def triton_for(repository: Path) -> Iterator[str]:
 def request_inputs(prompt: str, max_new: int, temperature: float, seed: int) -> list[Any]:
     import tritonclient.grpc as grpcclient
 
-    values = [("PROMPT", np.array([prompt.encode()], dtype=np.object_), "BYTES"),
-              ("MAX_NEW_TOKENS", np.array([max_new], np.int32), "INT32"),
-              ("TEMPERATURE", np.array([temperature], np.float32), "FP32"),
-              ("TOP_K", np.array([0], np.int32), "INT32"), ("TOP_P", np.array([1.0], np.float32), "FP32"),
-              ("SEED", np.array([seed], np.int64), "INT64"), ("STOP", np.zeros(0, dtype=np.object_), "BYTES")]
+    values = [
+        ("PROMPT", np.array([prompt.encode()], dtype=np.object_), "BYTES"),
+        ("MAX_NEW_TOKENS", np.array([max_new], np.int32), "INT32"),
+        ("TEMPERATURE", np.array([temperature], np.float32), "FP32"),
+        ("TOP_K", np.array([0], np.int32), "INT32"),
+        ("TOP_P", np.array([1.0], np.float32), "FP32"),
+        ("SEED", np.array([seed], np.int64), "INT64"),
+        ("STOP", np.zeros(0, dtype=np.object_), "BYTES"),
+    ]
     out = []
     for name, arr, dtype in values:
         inp = grpcclient.InferInput(name, list(arr.shape), dtype)
@@ -66,8 +70,9 @@ def request_inputs(prompt: str, max_new: int, temperature: float, seed: int) -> 
 class Worker(threading.Thread):
     """One gRPC stream, one request at a time until ``stop_at``."""
 
-    def __init__(self, url: str, model: str, args: argparse.Namespace, wid: int, stop_at: float, warm_until: float
-                 ) -> None:
+    def __init__(
+        self, url: str, model: str, args: argparse.Namespace, wid: int, stop_at: float, warm_until: float
+    ) -> None:
         super().__init__(daemon=True)
         self.url, self.model, self.args, self.wid = url, model, args, wid
         self.stop_at, self.warm_until = stop_at, warm_until
@@ -86,9 +91,16 @@ class Worker(threading.Thread):
             while time.perf_counter() < self.stop_at:
                 sent = time.perf_counter()
                 client.async_stream_infer(
-                    self.model, request_inputs(self.args.prompt, self.args.max_new_tokens, self.args.temperature,
-                                               self.wid * 100_000 + n),
-                    request_id=f"{self.wid}-{n}", parameters=params)
+                    self.model,
+                    request_inputs(
+                        self.args.prompt,
+                        self.args.max_new_tokens,
+                        self.args.temperature,
+                        self.wid * 100_000 + n,
+                    ),
+                    request_id=f"{self.wid}-{n}",
+                    parameters=params,
+                )
                 stamps, tokens = [], 0
                 while True:
                     at, result, error = q.get(timeout=self.args.timeout)
@@ -99,8 +111,15 @@ class Worker(threading.Thread):
                     if result.as_numpy("FINISH_REASON")[0]:
                         break
                 if sent >= self.warm_until:
-                    self.records.append({"sent": sent, "done": stamps[-1], "ttft": stamps[0] - sent,
-                                         "tokens": tokens, "gaps": np.diff(stamps).tolist()})
+                    self.records.append(
+                        {
+                            "sent": sent,
+                            "done": stamps[-1],
+                            "ttft": stamps[0] - sent,
+                            "tokens": tokens,
+                            "gaps": np.diff(stamps).tolist(),
+                        }
+                    )
                 n += 1
         except Exception as exc:  # report, do not hang the benchmark
             self.error = repr(exc)
@@ -130,19 +149,32 @@ def run_level(url: str, model: str, concurrency: int, args: argparse.Namespace) 
     ttft = np.array([r["ttft"] for r in records]) * 1e3
     gaps = np.array([g for r in records for g in r["gaps"]] or [0.0]) * 1e3
     return {
-        "model": model, "concurrency": concurrency, "requests": len(records), "tokens": tokens,
-        "seconds": t1 - t0, "tokens_per_s": tokens / (t1 - t0), "requests_per_s": len(records) / (t1 - t0),
-        "ttft_ms": {"p50": float(np.percentile(ttft, 50)), "p90": float(np.percentile(ttft, 90)),
-                    "max": float(ttft.max())},
-        "inter_token_ms": {"p50": float(np.percentile(gaps, 50)), "p90": float(np.percentile(gaps, 90)),
-                           "p99": float(np.percentile(gaps, 99))},
+        "model": model,
+        "concurrency": concurrency,
+        "requests": len(records),
+        "tokens": tokens,
+        "seconds": t1 - t0,
+        "tokens_per_s": tokens / (t1 - t0),
+        "requests_per_s": len(records) / (t1 - t0),
+        "ttft_ms": {
+            "p50": float(np.percentile(ttft, 50)),
+            "p90": float(np.percentile(ttft, 90)),
+            "max": float(ttft.max()),
+        },
+        "inter_token_ms": {
+            "p50": float(np.percentile(gaps, 50)),
+            "p90": float(np.percentile(gaps, 90)),
+            "p99": float(np.percentile(gaps, 99)),
+        },
         "responses_per_request": sum(len(r["gaps"]) + 1 for r in records) / len(records),
         "client_cpu_cores": client_cpu,  # this process's CPU use: it shares the machine with the server
         "errors": errors,
     }
 
 
-def direct_onnx(repository: Path, model: str, batches: list[int], width: int, repeats: int = 200) -> dict[str, Any]:
+def direct_onnx(
+    repository: Path, model: str, batches: list[int], width: int, repeats: int = 200
+) -> dict[str, Any]:
     """Step-graph latency in onnxruntime alone (1 thread): decode at each batch size, and prompt prefill."""
     import onnxruntime as ort
 
@@ -153,7 +185,9 @@ def direct_onnx(repository: Path, model: str, batches: list[int], width: int, re
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(str(vdir / "decoder.onnx"), sess_options=opts, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        str(vdir / "decoder.onnx"), sess_options=opts, providers=["CPUExecutionProvider"]
+    )
     shapes = {i.name: i.shape for i in sess.get_inputs()}
     is_gpt = "past_k_0" in shapes
     out: dict[str, Any] = {"model": model, "step_ms": {}, "tokens_per_s": {}}
@@ -190,8 +224,11 @@ def direct_onnx(repository: Path, model: str, batches: list[int], width: int, re
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m deploy.loadtest.textgen_triton", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m deploy.loadtest.textgen_triton",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--url", help="gRPC host:port of a running Triton")
     src.add_argument("--repository", type=Path, help="model repository (cpu target) to serve for the run")
@@ -204,23 +241,31 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=6.0, help="measured seconds per level")
     p.add_argument("--warmup", type=float, default=1.0)
     p.add_argument("--timeout", type=float, default=30.0)
-    p.add_argument("--direct", action="store_true", help="also time the ONNX step graph alone (needs --repository)")
+    p.add_argument(
+        "--direct", action="store_true", help="also time the ONNX step graph alone (needs --repository)"
+    )
     p.add_argument("--out", type=Path, default=Path("reports/textgen_triton.json"))
     args = p.parse_args(argv)
 
-    report: dict[str, Any] = {"machine": {"platform": platform.platform(), "cpus": __import__("os").cpu_count()},
-                              "settings": {k: str(v) for k, v in vars(args).items()}, "levels": [], "direct": []}
-    with (triton_for(args.repository) if args.repository else contextlib.nullcontext(args.url)) as url:
+    report: dict[str, Any] = {
+        "machine": {"platform": platform.platform(), "cpus": __import__("os").cpu_count()},
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "levels": [],
+        "direct": [],
+    }
+    with triton_for(args.repository) if args.repository else contextlib.nullcontext(args.url) as url:
         for model in args.models:
             for c in args.concurrency:
                 level = run_level(url, model, c, args)
                 report["levels"].append(level)
                 if level.get("requests"):
-                    print(f"{model:5s} c={c:3d}  {level['tokens_per_s']:8.0f} tok/s  "
-                          f"ttft p50 {level['ttft_ms']['p50']:6.1f} ms p90 {level['ttft_ms']['p90']:6.1f} ms  "
-                          f"gap p50 {level['inter_token_ms']['p50']:5.2f} ms  tok/resp "
-                          f"{level['tokens'] / level['requests'] / level['responses_per_request']:4.1f}  "
-                          f"client cpu {level['client_cpu_cores']:.2f}  errors {len(level['errors'])}")
+                    print(
+                        f"{model:5s} c={c:3d}  {level['tokens_per_s']:8.0f} tok/s  "
+                        f"ttft p50 {level['ttft_ms']['p50']:6.1f} ms p90 {level['ttft_ms']['p90']:6.1f} ms  "
+                        f"gap p50 {level['inter_token_ms']['p50']:5.2f} ms  tok/resp "
+                        f"{level['tokens'] / level['requests'] / level['responses_per_request']:4.1f}  "
+                        f"client cpu {level['client_cpu_cores']:.2f}  errors {len(level['errors'])}"
+                    )
                 else:
                     print(f"{model} c={c}: no completed requests; errors {level['errors']}")
     for model in args.models:
@@ -232,10 +277,12 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.models:
             d = direct_onnx(args.repository, model, args.concurrency, width=64 + args.max_new_tokens // 2)
             report["direct"].append(d)
-            print(f"{model:5s} onnxruntime alone: " + ", ".join(f"N={n}: {v:.0f} tok/s" for n, v in
-                                                               d["tokens_per_s"].items())
-                  + f"; prefill 64 chars {d['prefill_64_one_call_ms']:.2f} ms in one call vs "
-                    f"{d['prefill_64_as_steps_ms']:.2f} ms as 64 steps")
+            print(
+                f"{model:5s} onnxruntime alone: "
+                + ", ".join(f"N={n}: {v:.0f} tok/s" for n, v in d["tokens_per_s"].items())
+                + f"; prefill 64 chars {d['prefill_64_one_call_ms']:.2f} ms in one call vs "
+                f"{d['prefill_64_as_steps_ms']:.2f} ms as 64 steps"
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {args.out}")

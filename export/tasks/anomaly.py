@@ -52,20 +52,45 @@ def export_anomaly(ckpt: Checkpoint, workdir: Path, name: str) -> list[Repositor
     c, s = int(meta["channels"]), int(meta["image_size"])
     contract = OnnxContract(
         inputs=[TensorSpec("image", "uint8", [-1, c, s, s])],
-        outputs=[TensorSpec("score", "float32", [-1, 1]), TensorSpec("reconstruction", "uint8", [-1, c, s, s])],
+        outputs=[
+            TensorSpec("score", "float32", [-1, 1]),
+            TensorSpec("reconstruction", "uint8", [-1, c, s, s]),
+        ],
     )
     rng = np.random.default_rng(0)
     feeds = [{"image": sample_images(rng, (5, c, s, s))}]
     parity = export_with_parity(
         lambda f: UInt8AnomalyScorer(ckpt.model, float(meta["mean"]), float(meta["std"]), f),
-        (torch.zeros(2, c, s, s, dtype=torch.uint8),), contract, float_contract(contract), workdir / "model.onnx",
-        feeds, float_atol={"score": SCORE_ATOL, "reconstruction": PIXEL_ATOL}, max_abs=PIXEL_MAX_DIFF,
-        max_fraction=PIXEL_MISMATCH_MAX_FRACTION)
-    return [RepositoryModel(
-        name=name, task="anomaly", inputs=contract.inputs, outputs=contract.outputs,
-        files={"model.onnx": workdir / "model.onnx"},
-        parameters={"threshold": repr(float(meta["threshold"])), "image_size": str(s), "channels": str(c),
-                    "arch": ckpt.arch, "variational": str(bool(ckpt.config.get("variational", False))).lower()},
-        card={"arch": ckpt.arch, "metrics": meta.get("metrics", {}), "dataset": meta.get("dataset"),
-              "score": meta.get("score"), "parity": parity, "config": ckpt.config},
-    )]
+        (torch.zeros(2, c, s, s, dtype=torch.uint8),),
+        contract,
+        float_contract(contract),
+        workdir / "model.onnx",
+        feeds,
+        float_atol={"score": SCORE_ATOL, "reconstruction": PIXEL_ATOL},
+        max_abs=PIXEL_MAX_DIFF,
+        max_fraction=PIXEL_MISMATCH_MAX_FRACTION,
+    )
+    return [
+        RepositoryModel(
+            name=name,
+            task="anomaly",
+            inputs=contract.inputs,
+            outputs=contract.outputs,
+            files={"model.onnx": workdir / "model.onnx"},
+            parameters={
+                "threshold": repr(float(meta["threshold"])),
+                "image_size": str(s),
+                "channels": str(c),
+                "arch": ckpt.arch,
+                "variational": str(bool(ckpt.config.get("variational", False))).lower(),
+            },
+            card={
+                "arch": ckpt.arch,
+                "metrics": meta.get("metrics", {}),
+                "dataset": meta.get("dataset"),
+                "score": meta.get("score"),
+                "parity": parity,
+                "config": ckpt.config,
+            },
+        )
+    ]

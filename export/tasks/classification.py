@@ -40,18 +40,32 @@ def export_classifier(ckpt: Checkpoint, workdir: Path, name: str) -> list[Reposi
         inputs=[TensorSpec("image", "uint8", [-1, c, s, s])],
         outputs=[TensorSpec("probs", "float32", [-1, len(labels)])],
     )
-    path = export_onnx(wrapper, (torch.zeros(2, c, s, s, dtype=torch.uint8),), contract, workdir / "model.onnx")
+    path = export_onnx(
+        wrapper, (torch.zeros(2, c, s, s, dtype=torch.uint8),), contract, workdir / "model.onnx"
+    )
     rng = np.random.default_rng(0)
     feeds = {"image": rng.integers(0, 256, size=(5, c, s, s), dtype=np.uint8)}
     parity = check_parity(wrapper, path, feeds, atol=PARITY_ATOL)
-    return [RepositoryModel(
-        name=name, task="classification", inputs=contract.inputs, outputs=contract.outputs,
-        files={"model.onnx": path}, labels=labels,
-        # `make tune` on 2 cores: for this small net one instance with two onnxruntime threads beat
-        # two single-threaded instances by ~10% at concurrency 32 (bigger batches amortise the
-        # Python-backend hop); compute-heavy models keep the 2 x 1 default.
-        cpu_instances=1, cpu_threads=2,
-        parameters={"image_size": str(s), "channels": str(c), "arch": ckpt.arch},
-        card={"arch": ckpt.arch, "metrics": meta.get("metrics", {}), "dataset": meta.get("dataset"),
-              "parity": parity, "config": ckpt.config},
-    )]
+    return [
+        RepositoryModel(
+            name=name,
+            task="classification",
+            inputs=contract.inputs,
+            outputs=contract.outputs,
+            files={"model.onnx": path},
+            labels=labels,
+            # `make tune` on 2 cores: for this small net one instance with two onnxruntime threads beat
+            # two single-threaded instances by ~10% at concurrency 32 (bigger batches amortise the
+            # Python-backend hop); compute-heavy models keep the 2 x 1 default.
+            cpu_instances=1,
+            cpu_threads=2,
+            parameters={"image_size": str(s), "channels": str(c), "arch": ckpt.arch},
+            card={
+                "arch": ckpt.arch,
+                "metrics": meta.get("metrics", {}),
+                "dataset": meta.get("dataset"),
+                "parity": parity,
+                "config": ckpt.config,
+            },
+        )
+    ]

@@ -20,7 +20,9 @@ from export.tasks.uint8_images import IMAGE_AXES, export_with_parity, float_cont
 from training.common import Checkpoint
 
 LOGIT_ATOL = 1e-3  # float32 logits, graph vs eager (observed ~1e-5)
-MASK_MISMATCH_MAX_FRACTION = 1e-3  # argmax may flip where two logits tie to ~1e-6; nowhere near 0.1% of pixels
+MASK_MISMATCH_MAX_FRACTION = (
+    1e-3  # argmax may flip where two logits tie to ~1e-6; nowhere near 0.1% of pixels
+)
 
 
 class UInt8Segmenter(nn.Module):
@@ -51,14 +53,38 @@ def export_segmenter(ckpt: Checkpoint, workdir: Path, name: str) -> list[Reposit
     feeds = [{"image": sample_images(rng, (3, c, s, s))}, {"image": sample_images(rng, (1, c, 2 * m, 5 * m))}]
     parity = export_with_parity(
         lambda f: UInt8Segmenter(ckpt.model, float(meta["mean"]), float(meta["std"]), f),
-        (torch.zeros(2, c, s, s, dtype=torch.uint8),), contract, twin, workdir / "model.onnx", feeds,
-        float_atol={"mask": LOGIT_ATOL}, max_abs=None, max_fraction=MASK_MISMATCH_MAX_FRACTION)
-    return [RepositoryModel(
-        name=name, task="segmentation", inputs=contract.inputs, outputs=contract.outputs,
-        files={"model.onnx": workdir / "model.onnx"}, max_batch_size=16,
-        parameters={"classes": json.dumps(classes), "palette": json.dumps([list(p) for p in meta["palette"]]),
-                    "channels": str(c), "multiple_of": str(m), "image_size": str(s), "arch": ckpt.arch},
-        card={"arch": ckpt.arch, "metrics": meta.get("metrics", {}), "dataset": meta.get("dataset"),
-              "parity": parity, "config": ckpt.config,
-              "input": f"uint8 RGB, H and W multiples of {m}; trained on {s}x{s} scenes"},
-    )]
+        (torch.zeros(2, c, s, s, dtype=torch.uint8),),
+        contract,
+        twin,
+        workdir / "model.onnx",
+        feeds,
+        float_atol={"mask": LOGIT_ATOL},
+        max_abs=None,
+        max_fraction=MASK_MISMATCH_MAX_FRACTION,
+    )
+    return [
+        RepositoryModel(
+            name=name,
+            task="segmentation",
+            inputs=contract.inputs,
+            outputs=contract.outputs,
+            files={"model.onnx": workdir / "model.onnx"},
+            max_batch_size=16,
+            parameters={
+                "classes": json.dumps(classes),
+                "palette": json.dumps([list(p) for p in meta["palette"]]),
+                "channels": str(c),
+                "multiple_of": str(m),
+                "image_size": str(s),
+                "arch": ckpt.arch,
+            },
+            card={
+                "arch": ckpt.arch,
+                "metrics": meta.get("metrics", {}),
+                "dataset": meta.get("dataset"),
+                "parity": parity,
+                "config": ckpt.config,
+                "input": f"uint8 RGB, H and W multiples of {m}; trained on {s}x{s} scenes",
+            },
+        )
+    ]

@@ -66,21 +66,48 @@ def export_super_resolver(ckpt: Checkpoint, workdir: Path, name: str) -> list[Re
     c, scale, variant = int(meta["channels"]), int(meta["scale"]), str(meta["variant"])
     contract = OnnxContract(
         inputs=[TensorSpec("image", "uint8", [-1, c, -1, -1], dict(IMAGE_AXES))],
-        outputs=[TensorSpec("image_sr", "uint8", [-1, c, -1, -1], {0: "batch", 2: "height_sr", 3: "width_sr"})],
+        outputs=[
+            TensorSpec("image_sr", "uint8", [-1, c, -1, -1], {0: "batch", 2: "height_sr", 3: "width_sr"})
+        ],
     )
     rng = np.random.default_rng(0)
     feeds = [{"image": sample_images(rng, (2, c, 24, 24))}, {"image": sample_images(rng, (1, c, 17, 40))}]
     parity = export_with_parity(
         lambda f: UInt8SuperResolver(ckpt.model, float(meta["mean"]), float(meta["std"]), f),
-        (torch.zeros(1, c, 16, 16, dtype=torch.uint8),), contract, float_contract(contract),
-        workdir / "model.onnx", feeds, float_atol={"image_sr": PIXEL_ATOL}, max_abs=PIXEL_MAX_DIFF,
-        max_fraction=PIXEL_MISMATCH_MAX_FRACTION)
+        (torch.zeros(1, c, 16, 16, dtype=torch.uint8),),
+        contract,
+        float_contract(contract),
+        workdir / "model.onnx",
+        feeds,
+        float_atol={"image_sr": PIXEL_ATOL},
+        max_abs=PIXEL_MAX_DIFF,
+        max_fraction=PIXEL_MISMATCH_MAX_FRACTION,
+    )
     margin = receptive_radius(ckpt.config)
-    return [RepositoryModel(
-        name=name, task="super_resolution", inputs=contract.inputs, outputs=contract.outputs,
-        files={"model.onnx": workdir / "model.onnx"}, max_batch_size=8,
-        parameters={"scale": str(scale), "variant": variant, "channels": str(c), "tile_size": str(SUGGESTED_TILE),
-                    "tile_margin": str(margin), "arch": ckpt.arch},
-        card={"arch": ckpt.arch, "variant": variant, "scale": scale, "metrics": meta.get("metrics", {}),
-              "dataset": meta.get("dataset"), "parity": parity, "config": ckpt.config},
-    )]
+    return [
+        RepositoryModel(
+            name=name,
+            task="super_resolution",
+            inputs=contract.inputs,
+            outputs=contract.outputs,
+            files={"model.onnx": workdir / "model.onnx"},
+            max_batch_size=8,
+            parameters={
+                "scale": str(scale),
+                "variant": variant,
+                "channels": str(c),
+                "tile_size": str(SUGGESTED_TILE),
+                "tile_margin": str(margin),
+                "arch": ckpt.arch,
+            },
+            card={
+                "arch": ckpt.arch,
+                "variant": variant,
+                "scale": scale,
+                "metrics": meta.get("metrics", {}),
+                "dataset": meta.get("dataset"),
+                "parity": parity,
+                "config": ckpt.config,
+            },
+        )
+    ]

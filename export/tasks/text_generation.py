@@ -68,8 +68,9 @@ class LstmStep(nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, tokens: torch.Tensor, h: torch.Tensor, c: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, tokens: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.net.step(tokens, h, c)
 
 
@@ -81,35 +82,48 @@ class GptStep(nn.Module):
         self.net = net
         self.layers = net.cfg.n_layer
 
-    def forward(self, tokens: torch.Tensor, past_lengths: torch.Tensor, *cache: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.net.step(tokens, past_lengths, cache[:self.layers], cache[self.layers:])
+    def forward(
+        self, tokens: torch.Tensor, past_lengths: torch.Tensor, *cache: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.net.step(tokens, past_lengths, cache[: self.layers], cache[self.layers :])
 
 
 def lstm_contract(cfg: dict, vocab_size: int) -> OnnxContract:
     layers, hidden = cfg["num_layers"], cfg["hidden_size"]
     state = {1: "batch"}
     return OnnxContract(
-        inputs=[TensorSpec("tokens", "int64", [-1, -1], {0: "batch", 1: "new_tokens"}),
-                TensorSpec("h", "float32", [layers, -1, hidden], dict(state)),
-                TensorSpec("c", "float32", [layers, -1, hidden], dict(state))],
-        outputs=[TensorSpec("logits", "float32", [-1, -1, vocab_size], {0: "batch", 1: "new_tokens"}),
-                 TensorSpec("h_out", "float32", [layers, -1, hidden], dict(state)),
-                 TensorSpec("c_out", "float32", [layers, -1, hidden], dict(state))],
+        inputs=[
+            TensorSpec("tokens", "int64", [-1, -1], {0: "batch", 1: "new_tokens"}),
+            TensorSpec("h", "float32", [layers, -1, hidden], dict(state)),
+            TensorSpec("c", "float32", [layers, -1, hidden], dict(state)),
+        ],
+        outputs=[
+            TensorSpec("logits", "float32", [-1, -1, vocab_size], {0: "batch", 1: "new_tokens"}),
+            TensorSpec("h_out", "float32", [layers, -1, hidden], dict(state)),
+            TensorSpec("c_out", "float32", [layers, -1, hidden], dict(state)),
+        ],
         batched=False,  # the served tensors are PROMPT & co.; this graph is internal to the generator
     )
 
 
 def gpt_contract(cfg: dict, vocab_size: int) -> OnnxContract:
     layers, heads, dim = cfg["n_layer"], cfg["n_head"], cfg["d_model"] // cfg["n_head"]
-    cache = [TensorSpec(f"past_{kv}_{i}", "float32", [-1, heads, -1, dim], {0: "batch", 2: "past"})
-             for kv in "kv" for i in range(layers)]
+    cache = [
+        TensorSpec(f"past_{kv}_{i}", "float32", [-1, heads, -1, dim], {0: "batch", 2: "past"})
+        for kv in "kv"
+        for i in range(layers)
+    ]
     return OnnxContract(
-        inputs=[TensorSpec("tokens", "int64", [-1, -1], {0: "batch", 1: "new_tokens"}),
-                TensorSpec("past_lengths", "int64", [-1], {0: "batch"}), *cache],
-        outputs=[TensorSpec("logits", "float32", [-1, -1, vocab_size], {0: "batch", 1: "new_tokens"}),
-                 TensorSpec("new_k", "float32", [layers, -1, heads, -1, dim], {1: "batch", 3: "new_tokens"}),
-                 TensorSpec("new_v", "float32", [layers, -1, heads, -1, dim], {1: "batch", 3: "new_tokens"})],
+        inputs=[
+            TensorSpec("tokens", "int64", [-1, -1], {0: "batch", 1: "new_tokens"}),
+            TensorSpec("past_lengths", "int64", [-1], {0: "batch"}),
+            *cache,
+        ],
+        outputs=[
+            TensorSpec("logits", "float32", [-1, -1, vocab_size], {0: "batch", 1: "new_tokens"}),
+            TensorSpec("new_k", "float32", [layers, -1, heads, -1, dim], {1: "batch", 3: "new_tokens"}),
+            TensorSpec("new_v", "float32", [layers, -1, heads, -1, dim], {1: "batch", 3: "new_tokens"}),
+        ],
         batched=False,
     )
 
@@ -140,17 +154,21 @@ def stepwise_error(ckpt: Checkpoint, path: Path, length: int = 24, prefill: int 
         v = np.full_like(k, -7.0)
         outs, done = [], 0
         for t in [prefill] + [1] * (length - prefill):
-            feeds = {"tokens": tokens[:, done:done + t], "past_lengths": np.full(2, done, np.int64),
-                     **{f"past_k_{i}": k[i] for i in range(layers)}, **{f"past_v_{i}": v[i] for i in range(layers)}}
+            feeds = {
+                "tokens": tokens[:, done : done + t],
+                "past_lengths": np.full(2, done, np.int64),
+                **{f"past_k_{i}": k[i] for i in range(layers)},
+                **{f"past_v_{i}": v[i] for i in range(layers)},
+            }
             lg, new_k, new_v = sess.run(None, feeds)
-            k[:, :, :, done:done + t], v[:, :, :, done:done + t] = new_k, new_v
+            k[:, :, :, done : done + t], v[:, :, :, done : done + t] = new_k, new_v
             outs.append(lg)
             done += t
     else:
         h = c = np.zeros((cfg["num_layers"], 2, cfg["hidden_size"]), np.float32)
         outs, done = [], 0
         for t in [prefill] + [1] * (length - prefill):
-            lg, h, c = sess.run(None, {"tokens": tokens[:, done:done + t], "h": h, "c": c})
+            lg, h, c = sess.run(None, {"tokens": tokens[:, done : done + t], "h": h, "c": c})
             outs.append(lg)
             done += t
     return float(np.abs(np.concatenate(outs, axis=1) - ref).max())
@@ -167,7 +185,11 @@ def export_decoder(ckpt: Checkpoint, workdir: Path) -> tuple[Path, OnnxContract,
         contract = gpt_contract(cfg, vocab_size)
         ex = _gpt_feeds(cfg, vocab_size, rng, past=3)
         export_onnx(wrapper, tuple(torch.from_numpy(v) for v in ex.values()), contract, path)
-        parity = {"step": check_parity(wrapper, path, _gpt_feeds(cfg, vocab_size, rng, past=6), PARITY_ATOL, PARITY_RTOL)}
+        parity = {
+            "step": check_parity(
+                wrapper, path, _gpt_feeds(cfg, vocab_size, rng, past=6), PARITY_ATOL, PARITY_RTOL
+            )
+        }
         prefill = _gpt_feeds(cfg, vocab_size, rng, past=0)
         prefill["tokens"] = rng.integers(0, vocab_size, (3, 7)).astype(np.int64)
         parity["prefill"] = check_parity(wrapper, path, prefill, PARITY_ATOL, PARITY_RTOL)
@@ -178,14 +200,19 @@ def export_decoder(ckpt: Checkpoint, workdir: Path) -> tuple[Path, OnnxContract,
         example = (torch.zeros(2, 3, dtype=torch.int64), torch.zeros(shape), torch.zeros(shape))
         export_onnx(wrapper, example, contract, path)
         shape = (cfg["num_layers"], 3, cfg["hidden_size"])
-        feeds = {"tokens": rng.integers(0, vocab_size, (3, 4)).astype(np.int64),
-                 "h": rng.standard_normal(shape).astype(np.float32), "c": rng.standard_normal(shape).astype(np.float32)}
+        feeds = {
+            "tokens": rng.integers(0, vocab_size, (3, 4)).astype(np.int64),
+            "h": rng.standard_normal(shape).astype(np.float32),
+            "c": rng.standard_normal(shape).astype(np.float32),
+        }
         parity = {"step": check_parity(wrapper, path, feeds, PARITY_ATOL, PARITY_RTOL)}
     else:
         raise ValueError(f"text_generation export supports lstm_lm and gpt, not {ckpt.arch!r}")
     err = stepwise_error(ckpt, path)
     if err > STEPWISE_ATOL:
-        raise AssertionError(f"step-wise ONNX decode differs from the full forward by {err:.3g} > {STEPWISE_ATOL}")
+        raise AssertionError(
+            f"step-wise ONNX decode differs from the full forward by {err:.3g} > {STEPWISE_ATOL}"
+        )
     parity["stepwise_vs_full_forward"] = {"max_abs_err": err, "atol": STEPWISE_ATOL}
     return path, contract, parity
 
@@ -203,19 +230,43 @@ def export_text_generator(ckpt: Checkpoint, workdir: Path, name: str) -> list[Re
     cfg = ckpt.config
     is_gpt = ckpt.arch == "gpt"
     params = {
-        "arch": ckpt.arch, "context_length": str(cfg["context_length"]), "vocab_size": str(len(vocab)),
-        "max_new_tokens": str(MAX_NEW_TOKENS_CAP), "max_prompt_chars": str(MAX_PROMPT_CHARS),
-        "max_active": str(MAX_ACTIVE), "onnx_file": ONNX_NAME, "vocab_file": VOCAB_NAME,
+        "arch": ckpt.arch,
+        "context_length": str(cfg["context_length"]),
+        "vocab_size": str(len(vocab)),
+        "max_new_tokens": str(MAX_NEW_TOKENS_CAP),
+        "max_prompt_chars": str(MAX_PROMPT_CHARS),
+        "max_active": str(MAX_ACTIVE),
+        "onnx_file": ONNX_NAME,
+        "vocab_file": VOCAB_NAME,
         # gpt: fixed positions, a sliding window re-fed when full; lstm: recurrent state, no limit
         "context_policy": "sliding_window" if is_gpt else "recurrent",
         "state": json.dumps(meta.get("arch_facts", {}), sort_keys=True),
     }
-    return [RepositoryModel(
-        name=name, task="text_generation", inputs=list(SERVED_INPUTS), outputs=list(SERVED_OUTPUTS),
-        files={ONNX_NAME: path, VOCAB_NAME: vocab_path, "textgen.py": SHARED_MODULE},
-        parameters=params, backend_model="generator", gpu_native=False, max_batch_size=0,
-        dynamic_batching=False, decoupled=True, cpu_instances=1, cpu_threads=1, gpu_instances=1,
-        card={"arch": ckpt.arch, "metrics": meta.get("metrics", {}), "dataset": meta.get("dataset"),
-              "validation_works": meta.get("validation_works"), "sample": meta.get("sample"),
-              "parity": parity, "config": cfg, "onnx_contract": contract.to_dict()},
-    )]
+    return [
+        RepositoryModel(
+            name=name,
+            task="text_generation",
+            inputs=list(SERVED_INPUTS),
+            outputs=list(SERVED_OUTPUTS),
+            files={ONNX_NAME: path, VOCAB_NAME: vocab_path, "textgen.py": SHARED_MODULE},
+            parameters=params,
+            backend_model="generator",
+            gpu_native=False,
+            max_batch_size=0,
+            dynamic_batching=False,
+            decoupled=True,
+            cpu_instances=1,
+            cpu_threads=1,
+            gpu_instances=1,
+            card={
+                "arch": ckpt.arch,
+                "metrics": meta.get("metrics", {}),
+                "dataset": meta.get("dataset"),
+                "validation_works": meta.get("validation_works"),
+                "sample": meta.get("sample"),
+                "parity": parity,
+                "config": cfg,
+                "onnx_contract": contract.to_dict(),
+            },
+        )
+    ]

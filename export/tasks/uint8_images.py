@@ -34,8 +34,9 @@ def to_pixels(y: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     return ((y * std + mean) * 255.0).clamp(0.0, 255.0)
 
 
-def float_contract(contract: OnnxContract, shapes: dict[str, tuple[list[int], dict[int, str]]] | None = None
-                   ) -> OnnxContract:
+def float_contract(
+    contract: OnnxContract, shapes: dict[str, tuple[list[int], dict[int, str]]] | None = None
+) -> OnnxContract:
     """The contract of the ``float_outputs`` twin: same names, float32 outputs (optionally other shapes)."""
     shapes = shapes or {}
     outputs = []
@@ -45,9 +46,17 @@ def float_contract(contract: OnnxContract, shapes: dict[str, tuple[list[int], di
     return OnnxContract(contract.inputs, outputs, contract.batched)
 
 
-def export_with_parity(make: Callable[[bool], nn.Module], example: tuple[torch.Tensor, ...], contract: OnnxContract,
-                       twin_contract: OnnxContract, path: Path, feeds: list[dict[str, np.ndarray]],
-                       float_atol: dict[str, float], max_abs: int | None, max_fraction: float) -> dict[str, Any]:
+def export_with_parity(
+    make: Callable[[bool], nn.Module],
+    example: tuple[torch.Tensor, ...],
+    contract: OnnxContract,
+    twin_contract: OnnxContract,
+    path: Path,
+    feeds: list[dict[str, np.ndarray]],
+    float_atol: dict[str, float],
+    max_abs: int | None,
+    max_fraction: float,
+) -> dict[str, Any]:
     """Export ``make(False)`` to ``path`` under ``contract``; verify it as described in the module docstring.
 
     ``float_atol`` holds one absolute tolerance per output name (outputs live on different scales).
@@ -60,10 +69,16 @@ def export_with_parity(make: Callable[[bool], nn.Module], example: tuple[torch.T
     for rep in twin_reports:  # check_parity takes one atol: hold each output to its own
         for name, atol in float_atol.items():
             if rep[f"max_abs_err/{name}"] > atol:
-                raise ParityError(f"output {name!r} (before rounding): max |onnx - torch| = "
-                                  f"{rep[f'max_abs_err/{name}']:.3g} > {atol}")
-    report: dict[str, Any] = {"float_atol": float_atol, "uint8_max_abs": max_abs, "uint8_max_fraction": max_fraction,
-                              "float_outputs": twin_reports}
+                raise ParityError(
+                    f"output {name!r} (before rounding): max |onnx - torch| = "
+                    f"{rep[f'max_abs_err/{name}']:.3g} > {atol}"
+                )
+    report: dict[str, Any] = {
+        "float_atol": float_atol,
+        "uint8_max_abs": max_abs,
+        "uint8_max_fraction": max_fraction,
+        "float_outputs": twin_reports,
+    }
     served = make(False).eval()
     export_onnx(served, example, contract, path)
     sess = ort_session(path)
@@ -77,19 +92,29 @@ def export_with_parity(make: Callable[[bool], nn.Module], example: tuple[torch.T
         for spec, r, g in zip(contract.outputs, ref_list, got, strict=True):
             r_np = r.numpy()
             if r_np.shape != g.shape:
-                raise ParityError(f"output {spec.name!r}: onnxruntime shape {g.shape} != PyTorch {r_np.shape}")
+                raise ParityError(
+                    f"output {spec.name!r}: onnxruntime shape {g.shape} != PyTorch {r_np.shape}"
+                )
             diff = np.abs(r_np.astype(np.float64) - g.astype(np.float64))
             if spec.dtype == "uint8":
                 frac = float((diff > 0).mean())
                 if (max_abs is not None and diff.max(initial=0) > max_abs) or frac > max_fraction:
-                    raise ParityError(f"output {spec.name!r}: {frac:.2%} of elements differ, max {diff.max():.0f} "
-                                      f"(allowed: {max_fraction:.2%}, max {max_abs})")
-                worst[f"mismatch_fraction/{spec.name}"] = max(worst.get(f"mismatch_fraction/{spec.name}", 0.0), frac)
+                    raise ParityError(
+                        f"output {spec.name!r}: {frac:.2%} of elements differ, max {diff.max():.0f} "
+                        f"(allowed: {max_fraction:.2%}, max {max_abs})"
+                    )
+                worst[f"mismatch_fraction/{spec.name}"] = max(
+                    worst.get(f"mismatch_fraction/{spec.name}", 0.0), frac
+                )
             else:
                 if diff.max(initial=0) > float_atol[spec.name]:
-                    raise ParityError(f"output {spec.name!r}: max |onnx - torch| = {diff.max():.3g} "
-                                      f"> {float_atol[spec.name]}")
-                worst[f"max_abs_err/{spec.name}"] = max(worst.get(f"max_abs_err/{spec.name}", 0.0), float(diff.max()))
+                    raise ParityError(
+                        f"output {spec.name!r}: max |onnx - torch| = {diff.max():.3g} "
+                        f"> {float_atol[spec.name]}"
+                    )
+                worst[f"max_abs_err/{spec.name}"] = max(
+                    worst.get(f"max_abs_err/{spec.name}", 0.0), float(diff.max())
+                )
     report["served_outputs"] = worst
     return report
 

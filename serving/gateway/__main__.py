@@ -27,9 +27,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default=settings.host)
     p.add_argument("--port", type=int, default=settings.port)
     args = p.parse_args(argv)
-    config = uvicorn.Config(create_app(settings), host=args.host, port=args.port, access_log=settings.access_log,
-                            log_level=settings.log_level, log_config=None,  # logging is ours (logs.py)
-                            timeout_graceful_shutdown=settings.graceful_shutdown_s)
+    config = uvicorn.Config(
+        create_app(settings),
+        host=args.host,
+        port=args.port,
+        access_log=settings.access_log,
+        log_level=settings.log_level,
+        log_config=None,  # logging is ours (logs.py)
+        timeout_graceful_shutdown=settings.graceful_shutdown_s,
+    )
     QuietServer(config).run()
     return 0
 

@@ -57,8 +57,17 @@ class Coalescer:
         shapes = tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(inputs.items()))
         return (model, version, shapes, tuple(outputs or ()))
 
-    async def submit(self, key: Key, inputs: dict[str, np.ndarray], call: Call, *, max_rows: int, max_calls: int,
-                     timeout: float, request_id: str) -> InferResult:
+    async def submit(
+        self,
+        key: Key,
+        inputs: dict[str, np.ndarray],
+        call: Call,
+        *,
+        max_rows: int,
+        max_calls: int,
+        timeout: float,
+        request_id: str,
+    ) -> InferResult:
         """``call(inputs, timeout, request_id)`` does one Triton call; this decides what it carries."""
         rows = int(next(iter(inputs.values())).shape[0])
         lane = self.lanes.setdefault(key, _Lane())
@@ -75,10 +84,14 @@ class Coalescer:
         try:
             return await asyncio.wait_for(waiter.future, timeout)  # timed out or cancelled: the future is too
         except TimeoutError:
-            raise errors.APIError(504, "upstream_timeout", "the inference server did not answer within the deadline") from None
+            raise errors.APIError(
+                504, "upstream_timeout", "the inference server did not answer within the deadline"
+            ) from None
         finally:
             if not waiter.future.done() or waiter.future.cancelled():
-                with contextlib.suppress(ValueError):  # still queued: leave the queue (else its batch is in flight)
+                with contextlib.suppress(
+                    ValueError
+                ):  # still queued: leave the queue (else its batch is in flight)
                     lane.queue.remove(waiter)
 
     def _release(self, key: Key, lane: _Lane, call: Call, max_rows: int, max_calls: int) -> None:
@@ -95,12 +108,15 @@ class Coalescer:
             if not batch:
                 break
             lane.in_flight += 1
-            asyncio.get_running_loop().create_task(self._run_batch(key, lane, batch, call, max_rows, max_calls))
+            asyncio.get_running_loop().create_task(
+                self._run_batch(key, lane, batch, call, max_rows, max_calls)
+            )
         if lane.in_flight == 0 and not lane.queue:
             self.lanes.pop(key, None)
 
-    async def _run_batch(self, key: Key, lane: _Lane, batch: list[_Waiter], call: Call, max_rows: int,
-                         max_calls: int) -> None:
+    async def _run_batch(
+        self, key: Key, lane: _Lane, batch: list[_Waiter], call: Call, max_rows: int, max_calls: int
+    ) -> None:
         try:
             if len(batch) == 1:
                 inputs = batch[0].inputs
@@ -119,7 +135,7 @@ class Coalescer:
                 return
             start = 0
             for w in batch:
-                part = {n: a[start:start + w.rows] for n, a in result.outputs.items()}
+                part = {n: a[start : start + w.rows] for n, a in result.outputs.items()}
                 start += w.rows
                 if not w.future.done():
                     w.future.set_result(InferResult(result.model_name, result.model_version, part))

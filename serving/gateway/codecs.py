@@ -21,8 +21,14 @@ from serving.gateway.settings import Settings
 
 # Magic numbers -> Pillow format name. We decide by content, never by the declared type.
 _MAGIC: list[tuple[bytes, int, str]] = [
-    (b"\x89PNG\r\n\x1a\n", 0, "PNG"), (b"\xff\xd8\xff", 0, "JPEG"), (b"GIF87a", 0, "GIF"), (b"GIF89a", 0, "GIF"),
-    (b"BM", 0, "BMP"), (b"WEBP", 8, "WEBP"), (b"II*\x00", 0, "TIFF"), (b"MM\x00*", 0, "TIFF"),
+    (b"\x89PNG\r\n\x1a\n", 0, "PNG"),
+    (b"\xff\xd8\xff", 0, "JPEG"),
+    (b"GIF87a", 0, "GIF"),
+    (b"GIF89a", 0, "GIF"),
+    (b"BM", 0, "BMP"),
+    (b"WEBP", 8, "WEBP"),
+    (b"II*\x00", 0, "TIFF"),
+    (b"MM\x00*", 0, "TIFF"),
 ]
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "image/tiff")
 _DECODE_IN_THREAD_BYTES = 256 * 1024  # small images decode faster inline than a thread hop costs
@@ -32,7 +38,7 @@ Image.MAX_IMAGE_PIXELS = None  # we enforce our own limit from the header, per s
 
 def sniff_format(data: bytes) -> str | None:
     for magic, offset, fmt in _MAGIC:
-        if data[offset:offset + len(magic)] == magic:
+        if data[offset : offset + len(magic)] == magic:
             return fmt
     return None
 
@@ -57,15 +63,25 @@ async def read_image_bytes(request: Request, settings: Settings, field: str = "f
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > settings.max_upload_bytes + 64 * 1024:
-            raise errors.too_large(f"upload of {int(declared)} bytes exceeds the limit of {settings.max_upload_bytes} bytes")
+        if (
+            declared is not None
+            and declared.isdigit()
+            and int(declared) > settings.max_upload_bytes + 64 * 1024
+        ):
+            raise errors.too_large(
+                f"upload of {int(declared)} bytes exceeds the limit of {settings.max_upload_bytes} bytes"
+            )
         try:
             form = await request.form(max_files=1, max_fields=16)
         except Exception as exc:  # malformed multipart bodies raise several starlette/multipart errors
-            raise errors.bad_request("malformed_multipart", f"could not parse the multipart body: {exc}") from None
+            raise errors.bad_request(
+                "malformed_multipart", f"could not parse the multipart body: {exc}"
+            ) from None
         upload = form.get(field)
         if not isinstance(upload, UploadFile):
-            raise errors.unprocessable("missing_file", f"send the image as a multipart file field named {field!r}")
+            raise errors.unprocessable(
+                "missing_file", f"send the image as a multipart file field named {field!r}"
+            )
         data = await upload.read(settings.max_upload_bytes + 1)
         if len(data) > settings.max_upload_bytes:
             raise errors.too_large(f"image exceeds the limit of {settings.max_upload_bytes} bytes")
@@ -87,7 +103,9 @@ def _decode(data: bytes, max_pixels: int) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data), formats=[fmt])
     except Exception:
-        raise errors.unprocessable("corrupt_image", f"the {fmt} image could not be read: corrupt or truncated") from None
+        raise errors.unprocessable(
+            "corrupt_image", f"the {fmt} image could not be read: corrupt or truncated"
+        ) from None
     w, h = img.size
     if w <= 0 or h <= 0:
         raise errors.unprocessable("invalid_image", f"image has an invalid size {w}x{h}")
@@ -100,7 +118,9 @@ def _decode(data: bytes, max_pixels: int) -> Image.Image:
     except errors.APIError:
         raise
     except Exception:
-        raise errors.unprocessable("corrupt_image", f"the {fmt} image could not be decoded: corrupt or truncated") from None
+        raise errors.unprocessable(
+            "corrupt_image", f"the {fmt} image could not be decoded: corrupt or truncated"
+        ) from None
     return img
 
 

@@ -43,8 +43,13 @@ def time_left(conn: HTTPConnection) -> float:
     return left
 
 
-async def infer(request: Request, model: ModelInfo, inputs: dict[str, np.ndarray], outputs: list[str] | None = None,
-                version: str = "") -> InferResult:
+async def infer(
+    request: Request,
+    model: ModelInfo,
+    inputs: dict[str, np.ndarray],
+    outputs: list[str] | None = None,
+    version: str = "",
+) -> InferResult:
     """One Triton call, labelled for metrics and tagged with the request id.
 
     The version is ``version``, else ``?version=``, else the model's traffic split
@@ -60,7 +65,9 @@ async def infer(request: Request, model: ModelInfo, inputs: dict[str, np.ndarray
     async def call(feeds: dict[str, np.ndarray], timeout: float, rid: str) -> InferResult:
         start = time.perf_counter()
         try:
-            return await client.infer(model.name, feeds, outputs, version=version, timeout=timeout, request_id=rid)
+            return await client.infer(
+                model.name, feeds, outputs, version=version, timeout=timeout, request_id=rid
+            )
         finally:
             metrics.triton.labels(model.name).observe(time.perf_counter() - start)
 
@@ -69,9 +76,13 @@ async def infer(request: Request, model: ModelInfo, inputs: dict[str, np.ndarray
         result = await call(inputs, time_left(request), request_id(request))
     else:
         result = await coalescer.submit(
-            Coalescer.key(model.name, version, inputs, outputs), inputs, call,
+            Coalescer.key(model.name, version, inputs, outputs),
+            inputs,
+            call,
             max_rows=model.preferred_batch or model.max_batch_size,
             max_calls=settings.coalesce_max_calls or 2 * model.instances,
-            timeout=time_left(request), request_id=request_id(request))
+            timeout=time_left(request),
+            request_id=request_id(request),
+        )
     versions.served(request, model.name, result.model_version or version)
     return result

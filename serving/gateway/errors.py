@@ -15,10 +15,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 
 class APIError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None,
-                 details: Any = None) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None, details: Any = None
+    ) -> None:
         super().__init__(message)
-        self.status, self.code, self.message, self.headers, self.details = status, code, message, headers, details
+        self.status, self.code, self.message, self.headers, self.details = (
+            status,
+            code,
+            message,
+            headers,
+            details,
+        )
 
 
 def bad_request(code: str, message: str) -> APIError:
@@ -55,29 +62,42 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=exc.status,
-                              headers=exc.headers)
+        return JSONResponse(
+            error_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=exc.headers
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-                   for e in exc.errors()]
+        details = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
         first = details[0] if details else {"loc": [], "msg": "invalid request"}
         where = ".".join(str(p) for p in first["loc"] if p != "body") or "request"
-        return JSONResponse(error_body("invalid_parameter", f"{where}: {first['msg']}", details), status_code=422)
+        return JSONResponse(
+            error_body("invalid_parameter", f"{where}: {first['msg']}", details), status_code=422
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         cause = exc.__cause__
         if isinstance(cause, UnicodeDecodeError):  # FastAPI's body parsing: a 400 that names nothing
-            return JSONResponse(error_body("invalid_utf8", f"request body is not valid UTF-8 (byte {cause.start})"),
-                                status_code=422)
-        code = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}.get(exc.status_code,
-                                                                                        "http_error")
-        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
-                              headers=getattr(exc, "headers", None))
+            return JSONResponse(
+                error_body("invalid_utf8", f"request body is not valid UTF-8 (byte {cause.start})"),
+                status_code=422,
+            )
+        code = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}.get(
+            exc.status_code, "http_error"
+        )
+        return JSONResponse(
+            error_body(code, str(exc.detail)),
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(error_body("internal_error", f"unexpected {type(exc).__name__}; see gateway logs"),
-                              status_code=500)
+        return JSONResponse(
+            error_body("internal_error", f"unexpected {type(exc).__name__}; see gateway logs"),
+            status_code=500,
+        )

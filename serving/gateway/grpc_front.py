@@ -41,10 +41,16 @@ from serving.gateway.versions import VersionRouter
 log = logging.getLogger("gateway.grpc")
 
 _TO_GRPC = {
-    400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTICATED,
-    403: grpc.StatusCode.PERMISSION_DENIED, 404: grpc.StatusCode.NOT_FOUND, 413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    415: grpc.StatusCode.INVALID_ARGUMENT, 422: grpc.StatusCode.INVALID_ARGUMENT,
-    429: grpc.StatusCode.RESOURCE_EXHAUSTED, 499: grpc.StatusCode.CANCELLED, 503: grpc.StatusCode.UNAVAILABLE,
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    415: grpc.StatusCode.INVALID_ARGUMENT,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    499: grpc.StatusCode.CANCELLED,
+    503: grpc.StatusCode.UNAVAILABLE,
     504: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 _END = object()
@@ -52,7 +58,9 @@ Metadata = Sequence[tuple[str, Any]]
 
 
 def grpc_code(status: int) -> grpc.StatusCode:
-    return _TO_GRPC.get(status, grpc.StatusCode.INTERNAL if status >= 500 else grpc.StatusCode.INVALID_ARGUMENT)
+    return _TO_GRPC.get(
+        status, grpc.StatusCode.INTERNAL if status >= 500 else grpc.StatusCode.INVALID_ARGUMENT
+    )
 
 
 def _peer_host(peer: str | None) -> str:
@@ -103,8 +111,13 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
             context.set_trailing_metadata((("retry-after", retry),))
         await context.abort(grpc_code(exc.status), exc.message)
 
-    async def _guarded(self, context: grpc.aio.ServicerContext, method: str, model: str,
-                       call: Callable[[Metadata], Awaitable[Any]]) -> Any:
+    async def _guarded(
+        self,
+        context: grpc.aio.ServicerContext,
+        method: str,
+        model: str,
+        call: Callable[[Metadata], Awaitable[Any]],
+    ) -> Any:
         """Auth, admission, metrics and error mapping around one unary call."""
         route = f"grpc:{method}"
         start = time.perf_counter()
@@ -143,29 +156,36 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
     def _route_version(self, req: pb.ModelInferRequest, metadata: Metadata) -> None:
         if not req.model_version:
             router: VersionRouter = self.state.versions
-            req.model_version = router.choose(req.model_name, self.state.catalog.models.get(req.model_name), "",
-                                              _header_getter(metadata))
+            req.model_version = router.choose(
+                req.model_name, self.state.catalog.models.get(req.model_name), "", _header_getter(metadata)
+            )
 
     # -- health and metadata -------------------------------------------------------------------
 
-    async def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
-                         ) -> pb.ServerLiveResponse:
+    async def ServerLive(
+        self, request: pb.ServerLiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerLiveResponse:
         return pb.ServerLiveResponse(live=True)  # the gateway answers: it is live
 
-    async def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
-                          ) -> pb.ServerReadyResponse:
+    async def ServerReady(
+        self, request: pb.ServerReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerReadyResponse:
         # A probe: no key and no limits, as /v2/health/ready on HTTP (guard.EXEMPT_PATHS).
         return pb.ServerReadyResponse(ready=await self.triton.server_ready(timeout=2.0))
 
-    async def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
-                         ) -> pb.ModelReadyResponse:
+    async def ModelReady(
+        self, request: pb.ModelReadyRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelReadyResponse:
         async def call(_: Metadata) -> pb.ModelReadyResponse:
-            return pb.ModelReadyResponse(ready=await self.triton.model_ready(request.name, request.version, 2.0))
+            return pb.ModelReadyResponse(
+                ready=await self.triton.model_ready(request.name, request.version, 2.0)
+            )
 
         return await self._guarded(context, "ModelReady", request.name, call)
 
-    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
-                             ) -> pb.ServerMetadataResponse:
+    async def ServerMetadata(
+        self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerMetadataResponse:
         async def call(_: Metadata) -> pb.ServerMetadataResponse:
             resp = await self.triton.stub.ServerMetadata(request, timeout=self._timeout(context))
             keep = [e for e in resp.extensions if e in kserve.EXTENSIONS]
@@ -175,15 +195,17 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
 
         return await self._guarded(context, "ServerMetadata", "", call)
 
-    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
-                            ) -> pb.ModelMetadataResponse:
+    async def ModelMetadata(
+        self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelMetadataResponse:
         async def call(_: Metadata) -> pb.ModelMetadataResponse:
             return await self.triton.stub.ModelMetadata(request, timeout=self._timeout(context))
 
         return await self._guarded(context, "ModelMetadata", request.name, call)
 
-    async def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
-                          ) -> pb.ModelConfigResponse:
+    async def ModelConfig(
+        self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelConfigResponse:
         async def call(_: Metadata) -> pb.ModelConfigResponse:
             return await self.triton.stub.ModelConfig(request, timeout=self._timeout(context))
 
@@ -191,8 +213,9 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
 
     # -- inference -----------------------------------------------------------------------------
 
-    async def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
-                         ) -> pb.ModelInferResponse:
+    async def ModelInfer(
+        self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelInferResponse:
         name = request.model_name
 
         async def call(metadata: Metadata) -> pb.ModelInferResponse:
@@ -208,8 +231,9 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
 
         return await self._guarded(context, "ModelInfer", name, call)
 
-    async def ModelStreamInfer(self, request_iterator: AsyncIterator[pb.ModelInferRequest],
-                               context: grpc.aio.ServicerContext) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         """Bidirectional stream, forwarded message by message.
 
         The stream is authorised (and holds one in-flight slot) when it opens; with rate limits,
@@ -229,6 +253,7 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
         try:
             principal = await self.guard.authorize(key, route, client)
             async with self.guard.admission():
+
                 async def upstream() -> AsyncIterator[pb.ModelInferRequest]:
                     nonlocal model
                     first = True
@@ -240,9 +265,14 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
                             self._check_inputs(req)
                             self._route_version(req, metadata)
                         except errors.APIError as exc:
-                            out.put_nowait(pb.ModelStreamInferResponse(
-                                error_message=f"[{exc.code}] {exc.message}",
-                                infer_response=pb.ModelInferResponse(model_name=req.model_name, id=req.id)))
+                            out.put_nowait(
+                                pb.ModelStreamInferResponse(
+                                    error_message=f"[{exc.code}] {exc.message}",
+                                    infer_response=pb.ModelInferResponse(
+                                        model_name=req.model_name, id=req.id
+                                    ),
+                                )
+                            )
                             continue
                         finally:
                             first = False
@@ -291,7 +321,9 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, what)
 
     async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await self._denied(context, "model repository control is not public; operators use the admin API (/admin)")
+        await self._denied(
+            context, "model repository control is not public; operators use the admin API (/admin)"
+        )
 
     async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         await self.RepositoryIndex(request, context)

@@ -57,8 +57,19 @@ from serving.gateway import errors
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.settings import Settings
 
-EXEMPT_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc",
-                          "/openapi.json", "/v2/health/live", "/v2/health/ready"})
+EXEMPT_PATHS = frozenset(
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/docs",
+        "/docs/oauth2-redirect",
+        "/redoc",
+        "/openapi.json",
+        "/v2/health/live",
+        "/v2/health/ready",
+    }
+)
 CORS_HEADERS = ["Authorization", "X-API-Key", "Content-Type", "X-Request-ID", "X-Request-Timeout"]
 MIN_REQUEST_TIMEOUT_S = 0.1  # shorter deadlines cannot cover one Triton round trip: refused (422)
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -186,8 +197,9 @@ class Guard:
         self.keys = ApiKeys.from_settings(settings)
         self.anon_limits = _parse_limits(settings.rate_limit)
         storage = settings.rate_limit_storage
-        self.limiter = MovingWindowRateLimiter(storage_from_string(
-            storage if storage.startswith("async+") else f"async+{storage}"))
+        self.limiter = MovingWindowRateLimiter(
+            storage_from_string(storage if storage.startswith("async+") else f"async+{storage}")
+        )
         self.in_flight = InFlightLimiter(settings.max_in_flight)
 
     def reject(self, reason: str, exc: errors.APIError) -> errors.APIError:
@@ -206,17 +218,29 @@ class Guard:
             principal = self.keys.lookup(key)
             if principal is None:
                 what = "missing" if key is None else "invalid"
-                raise self.reject("unauthorized", errors.APIError(
-                    401, "unauthorized", f"API key {what}: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
-                    headers={"WWW-Authenticate": "Bearer"}))
+                raise self.reject(
+                    "unauthorized",
+                    errors.APIError(
+                        401,
+                        "unauthorized",
+                        f"API key {what}: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
+                        headers={"WWW-Authenticate": "Bearer"},
+                    ),
+                )
         else:
             principal = Principal(f"anon:{client}", self.anon_limits)
         if principal.limits:
             retry = await self._retry_after(principal)
             if retry is not None:
-                raise self.reject("rate_limited", errors.APIError(
-                    429, "rate_limited", f"rate limit exceeded; retry in {retry} s",
-                    headers={"Retry-After": str(retry)}))
+                raise self.reject(
+                    "rate_limited",
+                    errors.APIError(
+                        429,
+                        "rate_limited",
+                        f"rate limit exceeded; retry in {retry} s",
+                        headers={"Retry-After": str(retry)},
+                    ),
+                )
         return principal
 
     async def _retry_after(self, p: Principal) -> int | None:
@@ -236,9 +260,15 @@ class Guard:
         return max(1, math.ceil(stats.reset_time - time.time()))
 
     def overloaded(self) -> errors.APIError:
-        return self.reject("overloaded", errors.APIError(
-            429, "overloaded", f"the gateway is at its limit of {self.in_flight.limit} requests in flight; retry shortly",
-            headers={"Retry-After": "1"}))
+        return self.reject(
+            "overloaded",
+            errors.APIError(
+                429,
+                "overloaded",
+                f"the gateway is at its limit of {self.in_flight.limit} requests in flight; retry shortly",
+                headers={"Retry-After": "1"},
+            ),
+        )
 
     @contextlib.asynccontextmanager
     async def admission(self) -> AsyncIterator[None]:
@@ -259,8 +289,13 @@ class Guard:
         except ValueError:
             seconds = math.nan
         if not math.isfinite(seconds) or seconds < MIN_REQUEST_TIMEOUT_S:
-            raise self.reject("invalid_timeout", errors.unprocessable(
-                "invalid_parameter", f"X-Request-Timeout must be a number of seconds >= {MIN_REQUEST_TIMEOUT_S}"))
+            raise self.reject(
+                "invalid_timeout",
+                errors.unprocessable(
+                    "invalid_parameter",
+                    f"X-Request-Timeout must be a number of seconds >= {MIN_REQUEST_TIMEOUT_S}",
+                ),
+            )
         return time.monotonic() + min(seconds, self.settings.max_request_timeout_s)
 
 
@@ -319,7 +354,9 @@ class GuardMiddleware:
                 state["client_closed"] = True  # the metrics middleware counts it as 499, not 500
         except errors.APIError as exc:
             if not started:
-                await _send_error(send_wrapper, exc.status, errors.error_body(exc.code, exc.message), exc.headers)
+                await _send_error(
+                    send_wrapper, exc.status, errors.error_body(exc.code, exc.message), exc.headers
+                )
         except ClientDisconnect:
             status = _STATUS_CLIENT_CLOSED
             state["client_closed"] = True
@@ -328,18 +365,29 @@ class GuardMiddleware:
             # the request id too; the traceback goes to the log with it.
             self.log.exception("unhandled error", route=_route(scope), request_id=rid)
             if not started:
-                await _send_error(send_wrapper, 500, errors.error_body(
-                    "internal_error", "unexpected error; see gateway logs (request id in X-Request-ID)"), None)
+                await _send_error(
+                    send_wrapper,
+                    500,
+                    errors.error_body(
+                        "internal_error", "unexpected error; see gateway logs (request id in X-Request-ID)"
+                    ),
+                    None,
+                )
             else:
                 raise
         finally:
             if acquired:
                 self.guard.in_flight.release()
             if self.request_log:
-                self.log.info("request", method=scope["method"], route=_route(scope), status=status,
-                              latency_ms=round((time.perf_counter() - start) * 1000, 2),
-                              model=state.get("model", ""),
-                              key_id=principal.id if principal and not principal.id.startswith("anon:") else None)
+                self.log.info(
+                    "request",
+                    method=scope["method"],
+                    route=_route(scope),
+                    status=status,
+                    latency_ms=round((time.perf_counter() - start) * 1000, 2),
+                    model=state.get("model", ""),
+                    key_id=principal.id if principal and not principal.id.startswith("anon:") else None,
+                )
             structlog.contextvars.unbind_contextvars("request_id")
 
     async def _run_cancellable(self, scope: Scope, receive: Receive, send: Send) -> bool:

@@ -32,8 +32,14 @@ from serving.gateway.triton import ModelInfo
 
 # Supported protocol extensions (Triton's names); shared memory, repository control, tracing and
 # logging are deliberately not reachable through the gateway (repository control is /admin).
-EXTENSIONS = ("classification", "sequence", "model_configuration", "binary_tensor_data", "parameters",
-              "schedule_policy")
+EXTENSIONS = (
+    "classification",
+    "sequence",
+    "model_configuration",
+    "binary_tensor_data",
+    "parameters",
+    "schedule_policy",
+)
 _HTTP_ONLY_PARAMS = frozenset({"binary_data_size", "binary_data", "binary_data_output"})
 _SHM_PARAMS = frozenset({"shared_memory_region", "shared_memory_byte_size", "shared_memory_offset"})
 
@@ -80,8 +86,11 @@ def split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], 
         json_part, tail = body, memoryview(b"")
     else:
         if not header_length.isdigit() or int(header_length) > len(body):
-            raise errors.bad_request("invalid_header", f"Inference-Header-Content-Length {header_length!r} is not "
-                                                       f"a length within the body of {len(body)} bytes")
+            raise errors.bad_request(
+                "invalid_header",
+                f"Inference-Header-Content-Length {header_length!r} is not "
+                f"a length within the body of {len(body)} bytes",
+            )
         n = int(header_length)
         json_part, tail = body[:n], memoryview(body)[n:]
     try:
@@ -104,7 +113,9 @@ def _set_param(target: Any, key: str, value: Any, where: str) -> None:
     elif isinstance(value, str):
         p.string_param = value
     else:
-        raise errors.unprocessable("invalid_parameter", f"{where} parameter {key!r} must be a bool, number or string")
+        raise errors.unprocessable(
+            "invalid_parameter", f"{where} parameter {key!r} must be a bool, number or string"
+        )
 
 
 def _params(obj: dict[str, Any], where: str) -> dict[str, Any]:
@@ -112,7 +123,9 @@ def _params(obj: dict[str, Any], where: str) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise errors.unprocessable("invalid_parameter", f"{where}: parameters must be an object")
     if _SHM_PARAMS & params.keys():
-        raise errors.unprocessable("unsupported", f"{where}: shared memory is not available through the gateway")
+        raise errors.unprocessable(
+            "unsupported", f"{where}: shared memory is not available through the gateway"
+        )
     return params
 
 
@@ -120,8 +133,15 @@ def _serialize_bytes(items: np.ndarray) -> bytes:
     return b"".join(len(b).to_bytes(4, "little") + b for b in items.reshape(-1))
 
 
-def build_request(header: dict[str, Any], tail: memoryview, model: str, version: str, request_id: str,
-                  info: ModelInfo | None, max_elements: int) -> tuple[pb.ModelInferRequest, OutputPlan]:
+def build_request(
+    header: dict[str, Any],
+    tail: memoryview,
+    model: str,
+    version: str,
+    request_id: str,
+    info: ModelInfo | None,
+    max_elements: int,
+) -> tuple[pb.ModelInferRequest, OutputPlan]:
     """A validated ``ModelInferRequest`` from a KServe v2 JSON(+binary) request."""
     params = _params(header, "request")
     client_id = header.get("id")
@@ -148,9 +168,12 @@ def build_request(header: dict[str, Any], tail: memoryview, model: str, version:
         size = iparams.get("binary_data_size")
         if size is not None:
             if isinstance(size, bool) or not isinstance(size, int) or size < 0 or offset + size > len(tail):
-                raise errors.unprocessable("shape_mismatch", f"input {name!r}: binary_data_size {size!r} does not fit "
-                                                             f"the {len(tail)} bytes after the JSON header")
-            raw = tail[offset:offset + size]
+                raise errors.unprocessable(
+                    "shape_mismatch",
+                    f"input {name!r}: binary_data_size {size!r} does not fit "
+                    f"the {len(tail)} bytes after the JSON header",
+                )
+            raw = tail[offset : offset + size]
             offset += size
             arr = validation.tensor_from_raw(name, datatype, shape, raw, max_elements)
             payload = bytes(raw)
@@ -158,7 +181,9 @@ def build_request(header: dict[str, Any], tail: memoryview, model: str, version:
             arr = validation.tensor_from_json(name, datatype, shape, item["data"], max_elements)
             payload = _serialize_bytes(arr) if datatype == "BYTES" else arr.tobytes()
         else:
-            raise errors.unprocessable("invalid_tensor", f"input {name!r} has neither data nor binary_data_size")
+            raise errors.unprocessable(
+                "invalid_tensor", f"input {name!r} has neither data nor binary_data_size"
+            )
         spec = expected.get(name)
         if spec is not None:
             validation.check_tensor(name, arr, datatype, spec.datatype, spec.dims, info.max_batch_size > 0)
@@ -168,8 +193,9 @@ def build_request(header: dict[str, Any], tail: memoryview, model: str, version:
                 _set_param(tensor.parameters, key, value, f"input {name!r}")
         req.raw_input_contents.append(payload)
     if offset != len(tail):
-        raise errors.unprocessable("shape_mismatch", f"{len(tail)} bytes follow the JSON header but the inputs "
-                                                     f"declare {offset}")
+        raise errors.unprocessable(
+            "shape_mismatch", f"{len(tail)} bytes follow the JSON header but the inputs declare {offset}"
+        )
 
     outputs = header.get("outputs") or []
     if not isinstance(outputs, list):
@@ -206,8 +232,10 @@ def encode_response(resp: pb.ModelInferResponse, plan: OutputPlan) -> tuple[byte
         if not binary:
             if t.datatype == "BYTES":
                 try:
-                    entry["data"] = [b.decode("utf-8") for b in
-                                     validation.parse_bytes_tensor(t.name, raw, int(np.prod(t.shape)))]
+                    entry["data"] = [
+                        b.decode("utf-8")
+                        for b in validation.parse_bytes_tensor(t.name, raw, int(np.prod(t.shape)))
+                    ]
                 except UnicodeDecodeError:
                     binary = True  # not text: JSON cannot carry it, the binary extension can
             else:
@@ -234,8 +262,13 @@ def model_metadata(resp: pb.ModelMetadataResponse) -> dict[str, Any]:
     def tensors(items: Any) -> list[dict[str, Any]]:
         return [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in items]
 
-    return {"name": resp.name, "versions": list(resp.versions), "platform": resp.platform,
-            "inputs": tensors(resp.inputs), "outputs": tensors(resp.outputs)}
+    return {
+        "name": resp.name,
+        "versions": list(resp.versions),
+        "platform": resp.platform,
+        "inputs": tensors(resp.inputs),
+        "outputs": tensors(resp.outputs),
+    }
 
 
 def message_to_json(msg: Message) -> dict[str, Any]:

@@ -38,13 +38,18 @@ def configure_logging(level: str = "info", as_json: bool = True) -> None:
     ]
     if as_json:
         structlog.configure(
-            processors=[*shared, structlog.processors.format_exc_info,
-                        structlog.processors.JSONRenderer(serializer=_orjson_bytes)],
+            processors=[
+                *shared,
+                structlog.processors.format_exc_info,
+                structlog.processors.JSONRenderer(serializer=_orjson_bytes),
+            ],
             logger_factory=structlog.BytesLoggerFactory(sys.stderr.buffer),
             wrapper_class=structlog.make_filtering_bound_logger(lvl),
             cache_logger_on_first_use=False,
         )
-        renderer: Any = structlog.processors.JSONRenderer(serializer=lambda o, **_: json.dumps(o, default=str))
+        renderer: Any = structlog.processors.JSONRenderer(
+            serializer=lambda o, **_: json.dumps(o, default=str)
+        )
     else:
         structlog.configure(
             processors=[*shared, structlog.dev.ConsoleRenderer(colors=False)],

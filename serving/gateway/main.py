@@ -1,6 +1,6 @@
 """The gateway application: wiring only. Routers, settings, the Triton client and metrics meet here.
 
-    uvicorn --factory serving.gateway.main:create_app
+uvicorn --factory serving.gateway.main:create_app
 """
 
 from __future__ import annotations
@@ -36,8 +36,15 @@ from serving.gateway.versions import ModelVersionHeaderMiddleware, VersionRouter
 
 log = logging.getLogger("gateway")
 
-ROUTERS = [health.router, models.router, classify.router, segment.router, super_resolve.router, anomaly.router,
-           generate.router]
+ROUTERS = [
+    health.router,
+    models.router,
+    classify.router,
+    segment.router,
+    super_resolve.router,
+    anomaly.router,
+    generate.router,
+]
 
 # KServe v2 front door for existing Triton clients; the operators' API (left out of the public doc).
 ROUTERS += [kserve_http.router, admin.router]
@@ -70,8 +77,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await catalog.stop()
             await triton.close()
 
-    app = FastAPI(title="Model gateway", version="0.1.0", lifespan=lifespan,
-                  description="One front door to the models served by Triton: task routes, metrics, health.")
+    app = FastAPI(
+        title="Model gateway",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="One front door to the models served by Triton: task routes, metrics, health.",
+    )
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.versions = VersionRouter()  # traffic splits, set through /admin
@@ -87,8 +98,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.guard = guard  # the gRPC front door calls guard.authorize / guard.admission
     app.add_middleware(GuardMiddleware, guard=guard)
     if settings.cors_origins.strip():
-        app.add_middleware(CORSMiddleware, allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],
-                           allow_methods=["GET", "POST"], allow_headers=CORS_HEADERS,
-                           expose_headers=["X-Request-ID", "Retry-After"], max_age=600)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=[o.strip() for o in settings.cors_origins.split(",") if o.strip()],
+            allow_methods=["GET", "POST"],
+            allow_headers=CORS_HEADERS,
+            expose_headers=["X-Request-ID", "Retry-After"],
+            max_age=600,
+        )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

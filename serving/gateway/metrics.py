@@ -26,19 +26,42 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 class GatewayMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self.requests = Counter("gateway_requests", "HTTP requests by route, model and status code",
-                                ["route", "model", "status"], registry=self.registry)
-        self.latency = Histogram("gateway_request_duration_seconds", "HTTP request latency, first byte in to last byte out",
-                                 ["route", "model"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.in_flight = Gauge("gateway_requests_in_flight", "HTTP requests being served", ["route"],
-                               registry=self.registry)
-        self.triton = Histogram("gateway_triton_duration_seconds", "Round trip gateway -> Triton -> gateway per call",
-                                ["model"], buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.triton_batch = Histogram("gateway_triton_batch_rows", "Rows per Triton call the gateway sent for "
-                                      "merged requests (serving/gateway/coalesce.py)", ["model"],
-                                      buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=self.registry)
-        self.rejected = Counter("gateway_rejected", "Requests refused before inference, by reason",
-                                ["reason"], registry=self.registry)
+        self.requests = Counter(
+            "gateway_requests",
+            "HTTP requests by route, model and status code",
+            ["route", "model", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "gateway_request_duration_seconds",
+            "HTTP request latency, first byte in to last byte out",
+            ["route", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "gateway_requests_in_flight", "HTTP requests being served", ["route"], registry=self.registry
+        )
+        self.triton = Histogram(
+            "gateway_triton_duration_seconds",
+            "Round trip gateway -> Triton -> gateway per call",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.triton_batch = Histogram(
+            "gateway_triton_batch_rows",
+            "Rows per Triton call the gateway sent for merged requests (serving/gateway/coalesce.py)",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "gateway_rejected",
+            "Requests refused before inference, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
 
     def render(self) -> tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST

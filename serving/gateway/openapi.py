@@ -41,8 +41,10 @@ ERROR_SCHEMA: dict[str, Any] = {
     },
 }
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
-_REQUEST_ID = {"description": "the request id: the client's X-Request-ID, or one the gateway made",
-               "schema": {"type": "string"}}
+_REQUEST_ID = {
+    "description": "the request id: the client's X-Request-ID, or one the gateway made",
+    "schema": {"type": "string"},
+}
 _RETRY_AFTER = {"description": "seconds to wait before retrying", "schema": {"type": "string"}}
 _GUARDED = {
     "422": "invalid parameter, body or X-Request-Timeout",
@@ -77,13 +79,17 @@ def patch_schema(schema: dict[str, Any], settings: Settings) -> dict[str, Any]:
                 if "requestBody" in op:
                     responses.setdefault("400", {"description": "malformed request body"})
                 if not any(p.get("name", "").lower() == "x-request-timeout" for p in params):
-                    params.append({
-                        "name": "X-Request-Timeout", "in": "header", "required": False,
-                        "description": f"deadline in seconds (>= {MIN_REQUEST_TIMEOUT_S}; larger than "
-                                       f"{settings.max_request_timeout_s:g} is capped); default "
-                                       f"{settings.triton_timeout_s:g}",
-                        "schema": {"type": "number", "minimum": MIN_REQUEST_TIMEOUT_S},
-                    })
+                    params.append(
+                        {
+                            "name": "X-Request-Timeout",
+                            "in": "header",
+                            "required": False,
+                            "description": f"deadline in seconds (>= {MIN_REQUEST_TIMEOUT_S}; larger than "
+                            f"{settings.max_request_timeout_s:g} is capped); default "
+                            f"{settings.triton_timeout_s:g}",
+                            "schema": {"type": "number", "minimum": MIN_REQUEST_TIMEOUT_S},
+                        }
+                    )
                 if auth:
                     op["security"] = [{"bearer": []}, {"apiKey": []}]
                     responses.setdefault("401", {"description": "API key missing or invalid"})
@@ -104,8 +110,13 @@ def patch_schema(schema: dict[str, Any], settings: Settings) -> dict[str, Any]:
 def install_openapi(app: FastAPI, settings: Settings) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            schema = get_openapi(title=app.title, version=app.version, description=app.description,
-                                 routes=app.routes, tags=app.openapi_tags)
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+                tags=app.openapi_tags,
+            )
             app.openapi_schema = patch_schema(schema, settings)
         return app.openapi_schema
 

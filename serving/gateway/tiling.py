@@ -46,12 +46,16 @@ def plan(h: int, w: int, tile: int, margin: int) -> tuple[int, int, list[Tile]]:
     th, tw = min(tile, h), min(tile, w)
     ys, xs = tile_starts(h, th, margin), tile_starts(w, tw, margin)
     by, bx = owned_bounds(ys, th, h), owned_bounds(xs, tw, w)
-    return th, tw, [Tile(y, x, oy, ox) for y, oy in zip(ys, by, strict=True) for x, ox in zip(xs, bx, strict=True)]
+    return (
+        th,
+        tw,
+        [Tile(y, x, oy, ox) for y, oy in zip(ys, by, strict=True) for x, ox in zip(xs, bx, strict=True)],
+    )
 
 
 def cut(image: np.ndarray, tiles: list[Tile], th: int, tw: int) -> np.ndarray:
     """(C, H, W) -> (N, C, th, tw) stack of tiles."""
-    return np.stack([image[:, t.y:t.y + th, t.x:t.x + tw] for t in tiles])
+    return np.stack([image[:, t.y : t.y + th, t.x : t.x + tw] for t in tiles])
 
 
 def stitch(outputs: np.ndarray, tiles: list[Tile], h: int, w: int, scale: int) -> np.ndarray:
@@ -60,8 +64,9 @@ def stitch(outputs: np.ndarray, tiles: list[Tile], h: int, w: int, scale: int) -
     out = np.empty((c, h * scale, w * scale), dtype=outputs.dtype)
     for t, o in zip(tiles, outputs, strict=True):
         (y0, y1), (x0, x1) = t.own_y, t.own_x
-        out[:, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
-            o[:, (y0 - t.y) * scale:(y1 - t.y) * scale, (x0 - t.x) * scale:(x1 - t.x) * scale]
+        out[:, y0 * scale : y1 * scale, x0 * scale : x1 * scale] = o[
+            :, (y0 - t.y) * scale : (y1 - t.y) * scale, (x0 - t.x) * scale : (x1 - t.x) * scale
+        ]
     return out
 
 

@@ -27,9 +27,14 @@ from serving.gateway import errors
 log = logging.getLogger("gateway.triton")
 
 NP_TO_KSERVE = {
-    np.dtype(np.uint8): "UINT8", np.dtype(np.int8): "INT8", np.dtype(np.int32): "INT32",
-    np.dtype(np.int64): "INT64", np.dtype(np.float16): "FP16", np.dtype(np.float32): "FP32",
-    np.dtype(np.float64): "FP64", np.dtype(np.bool_): "BOOL",
+    np.dtype(np.uint8): "UINT8",
+    np.dtype(np.int8): "INT8",
+    np.dtype(np.int32): "INT32",
+    np.dtype(np.int64): "INT64",
+    np.dtype(np.float16): "FP16",
+    np.dtype(np.float32): "FP32",
+    np.dtype(np.float64): "FP64",
+    np.dtype(np.bool_): "BOOL",
 }
 KSERVE_TO_NP = {v: k for k, v in NP_TO_KSERVE.items()}
 CONFIG_TO_KSERVE = {"TYPE_" + k: k for k in KSERVE_TO_NP} | {"TYPE_STRING": "BYTES", "TYPE_BOOL": "BOOL"}
@@ -97,11 +102,18 @@ class ModelInfo:
 
     def public(self) -> dict[str, Any]:
         return {
-            "name": self.name, "version": self.version, "task": self.task, "decoupled": self.decoupled,
+            "name": self.name,
+            "version": self.version,
+            "task": self.task,
+            "decoupled": self.decoupled,
             "max_batch_size": self.max_batch_size,
             "inputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.dims)} for t in self.inputs],
-            "outputs": [{"name": t.name, "datatype": t.datatype, "shape": list(t.dims)} for t in self.outputs],
-            "parameters": {k: v for k, v in self.parameters.items() if k not in ("intra_op_threads", "device")},
+            "outputs": [
+                {"name": t.name, "datatype": t.datatype, "shape": list(t.dims)} for t in self.outputs
+            ],
+            "parameters": {
+                k: v for k, v in self.parameters.items() if k not in ("intra_op_threads", "device")
+            },
         }
 
 
@@ -115,12 +127,22 @@ class InferResult:
 def map_rpc_error(exc: grpc.aio.AioRpcError, model: str = "") -> errors.APIError:
     """Translate a gRPC failure from Triton into the gateway's error shape."""
     code, detail = exc.code(), exc.details() or ""
-    if code == grpc.StatusCode.UNAVAILABLE and ("connect" in detail.lower() or "socket" in detail.lower()
-                                                or "unavailable" in detail.lower() or not detail):
+    if code == grpc.StatusCode.UNAVAILABLE and (
+        "connect" in detail.lower()
+        or "socket" in detail.lower()
+        or "unavailable" in detail.lower()
+        or not detail
+    ):
         return errors.upstream_unavailable("the inference server is unavailable; retry shortly")
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return errors.APIError(504, "upstream_timeout", "the inference server did not answer within the deadline")
-    if code in (grpc.StatusCode.NOT_FOUND,) or "unknown model" in detail.lower() or "not found" in detail.lower():
+        return errors.APIError(
+            504, "upstream_timeout", "the inference server did not answer within the deadline"
+        )
+    if (
+        code in (grpc.StatusCode.NOT_FOUND,)
+        or "unknown model" in detail.lower()
+        or "not found" in detail.lower()
+    ):
         return errors.not_found("model_not_found", f"model {model!r} is not available: {detail}")
     if code == grpc.StatusCode.UNAVAILABLE:  # model not ready / loading / unloading
         return errors.upstream_unavailable(f"model {model!r} is not ready: {detail}")
@@ -145,15 +167,20 @@ def _serialize_bytes(values: np.ndarray) -> bytes:
 def _deserialize_bytes(raw: bytes) -> list[bytes]:
     items, i = [], 0
     while i < len(raw):
-        n = int.from_bytes(raw[i:i + 4], "little")
-        items.append(raw[i + 4:i + 4 + n])
+        n = int.from_bytes(raw[i : i + 4], "little")
+        items.append(raw[i + 4 : i + 4 + n])
         i += 4 + n
     return items
 
 
-def build_request(model: str, inputs: dict[str, np.ndarray], outputs: list[str] | None = None,
-                  version: str = "", request_id: str = "", parameters: dict[str, Any] | None = None
-                  ) -> pb.ModelInferRequest:
+def build_request(
+    model: str,
+    inputs: dict[str, np.ndarray],
+    outputs: list[str] | None = None,
+    version: str = "",
+    request_id: str = "",
+    parameters: dict[str, Any] | None = None,
+) -> pb.ModelInferRequest:
     req = pb.ModelInferRequest(model_name=model, model_version=version, id=request_id)
     for name, arr in inputs.items():
         tensor = req.inputs.add(name=name, shape=list(arr.shape))
@@ -208,7 +235,9 @@ class TritonClient:
 
     async def model_ready(self, name: str, version: str = "", timeout: float = 2.0) -> bool:
         try:
-            resp = await self.stub.ModelReady(pb.ModelReadyRequest(name=name, version=version), timeout=timeout)
+            resp = await self.stub.ModelReady(
+                pb.ModelReadyRequest(name=name, version=version), timeout=timeout
+            )
             return resp.ready
         except grpc.aio.AioRpcError:
             return False
@@ -237,20 +266,37 @@ class TritonClient:
             def tensors(items: Any) -> list[TensorInfo]:
                 from tritonclient.grpc import model_config_pb2 as mc
 
-                return [TensorInfo(t.name, CONFIG_TO_KSERVE.get(mc.DataType.Name(t.data_type), "BYTES"),
-                                   tuple(t.dims)) for t in items]
+                return [
+                    TensorInfo(
+                        t.name, CONFIG_TO_KSERVE.get(mc.DataType.Name(t.data_type), "BYTES"), tuple(t.dims)
+                    )
+                    for t in items
+                ]
 
             found[name] = ModelInfo(
-                name=name, version=versions[-1], versions=tuple(versions), task=params.get("task", "unknown"),
-                inputs=tensors(cfg.input), outputs=tensors(cfg.output), max_batch_size=cfg.max_batch_size if batched else 0,
-                parameters=params, decoupled=cfg.model_transaction_policy.decoupled,
+                name=name,
+                version=versions[-1],
+                versions=tuple(versions),
+                task=params.get("task", "unknown"),
+                inputs=tensors(cfg.input),
+                outputs=tensors(cfg.output),
+                max_batch_size=cfg.max_batch_size if batched else 0,
+                parameters=params,
+                decoupled=cfg.model_transaction_policy.decoupled,
                 instances=max(1, sum(g.count or 1 for g in cfg.instance_group)),
                 preferred_batch=max(cfg.dynamic_batching.preferred_batch_size, default=0),
             )
         return found
 
-    async def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str] | None = None,
-                    version: str = "", timeout: float | None = None, request_id: str = "") -> InferResult:
+    async def infer(
+        self,
+        model: str,
+        inputs: dict[str, np.ndarray],
+        outputs: list[str] | None = None,
+        version: str = "",
+        timeout: float | None = None,
+        request_id: str = "",
+    ) -> InferResult:
         req = build_request(model, inputs, outputs, version, request_id)
         try:
             resp = await self.stub.ModelInfer(req, timeout=timeout or self.timeout_s)
@@ -258,8 +304,9 @@ class TritonClient:
             raise map_rpc_error(exc, model) from None
         return parse_response(resp)
 
-    async def stream_infer(self, request: pb.ModelInferRequest, timeout: float | None = None
-                           ) -> AsyncIterator[InferResult]:
+    async def stream_infer(
+        self, request: pb.ModelInferRequest, timeout: float | None = None
+    ) -> AsyncIterator[InferResult]:
         """One request to a decoupled model over ModelStreamInfer; yields each response until the final one.
 
         Leaving the iteration early (the HTTP client went away) cancels the gRPC call, which
@@ -276,8 +323,11 @@ class TritonClient:
                 if msg.error_message:
                     raise errors.APIError(502, "upstream_error", f"generation failed: {msg.error_message}")
                 resp = msg.infer_response
-                final = resp.parameters["triton_final_response"].bool_param if "triton_final_response" in \
-                    resp.parameters else False
+                final = (
+                    resp.parameters["triton_final_response"].bool_param
+                    if "triton_final_response" in resp.parameters
+                    else False
+                )
                 if resp.outputs:
                     yield parse_response(resp)
                 if final:
@@ -295,7 +345,9 @@ class ModelCatalog:
     without a gateway restart.
     """
 
-    def __init__(self, client: TritonClient, refresh_s: float = 10.0, discovery_timeout_s: float = 5.0) -> None:
+    def __init__(
+        self, client: TritonClient, refresh_s: float = 10.0, discovery_timeout_s: float = 5.0
+    ) -> None:
         self.client = client
         self.refresh_s = refresh_s
         self.discovery_timeout_s = discovery_timeout_s
@@ -334,7 +386,9 @@ class ModelCatalog:
             await self.refresh()
         if name not in self.models:
             if not self.models:
-                raise errors.upstream_unavailable("no models are available yet; the inference server may be starting")
+                raise errors.upstream_unavailable(
+                    "no models are available yet; the inference server may be starting"
+                )
             known = ", ".join(sorted(self.models))
             raise errors.not_found("model_not_found", f"model {name!r} is not served; available: {known}")
         return self.models[name]
@@ -351,6 +405,8 @@ class ModelCatalog:
         candidates = sorted(m.name for m in self.models.values() if m.task == task)
         if not candidates:
             if not self.models:
-                raise errors.upstream_unavailable("no models are available yet; the inference server may be starting")
+                raise errors.upstream_unavailable(
+                    "no models are available yet; the inference server may be starting"
+                )
             raise errors.not_found("model_not_found", f"no served model performs {task!r}")
         return self.models[candidates[0]]

@@ -37,21 +37,44 @@ from serving.gateway.settings import Settings
 
 # Modes that serving.imaging.to_model_image converts to L or RGB without trouble (checked for
 # every Pillow mode); anything else is converted to RGB here, or refused.
-_MODES_OK = frozenset({"1", "L", "P", "RGB", "RGBA", "RGBX", "RGBa", "LA", "PA", "CMYK", "YCbCr", "HSV",
-                       "I", "F", "I;16", "I;16B", "I;16L", "I;16N"})
+_MODES_OK = frozenset(
+    {
+        "1",
+        "L",
+        "P",
+        "RGB",
+        "RGBA",
+        "RGBX",
+        "RGBa",
+        "LA",
+        "PA",
+        "CMYK",
+        "YCbCr",
+        "HSV",
+        "I",
+        "F",
+        "I;16",
+        "I;16B",
+        "I;16L",
+        "I;16N",
+    }
+)
 
 
 def check_image_geometry(width: int, height: int, settings: Settings) -> None:
     """Refuse images whose shape is absurd for any model here (1 x 100000 strips and the like)."""
     side = max(width, height)
     if side > settings.max_image_side:
-        raise errors.unprocessable("invalid_image_size",
-                                   f"image of {width}x{height}: the longest side may be at most "
-                                   f"{settings.max_image_side} pixels")
+        raise errors.unprocessable(
+            "invalid_image_size",
+            f"image of {width}x{height}: the longest side may be at most {settings.max_image_side} pixels",
+        )
     if side / max(1, min(width, height)) > settings.max_aspect_ratio:
-        raise errors.unprocessable("invalid_image_size",
-                                   f"image of {width}x{height} is too elongated: the aspect ratio may be at "
-                                   f"most {settings.max_aspect_ratio:g}:1")
+        raise errors.unprocessable(
+            "invalid_image_size",
+            f"image of {width}x{height} is too elongated: the aspect ratio may be at "
+            f"most {settings.max_aspect_ratio:g}:1",
+        )
 
 
 def normalize_image_mode(img: Image.Image) -> Image.Image:
@@ -61,9 +84,10 @@ def normalize_image_mode(img: Image.Image) -> Image.Image:
     try:
         return img.convert("RGB")
     except (ValueError, OSError):
-        raise errors.unprocessable("unsupported_image_mode",
-                                   f"images with pixel mode {img.mode!r} are not supported; "
-                                   "send grayscale, RGB or RGBA") from None
+        raise errors.unprocessable(
+            "unsupported_image_mode",
+            f"images with pixel mode {img.mode!r} are not supported; send grayscale, RGB or RGBA",
+        ) from None
 
 
 def check_image(img: Image.Image, settings: Settings) -> Image.Image:
@@ -76,10 +100,18 @@ def check_image(img: Image.Image, settings: Settings) -> Image.Image:
 # Tensors (KServe v2)
 
 KSERVE_NUMPY: dict[str, np.dtype] = {
-    "BOOL": np.dtype(np.bool_), "UINT8": np.dtype(np.uint8), "UINT16": np.dtype(np.uint16),
-    "UINT32": np.dtype(np.uint32), "UINT64": np.dtype(np.uint64), "INT8": np.dtype(np.int8),
-    "INT16": np.dtype(np.int16), "INT32": np.dtype(np.int32), "INT64": np.dtype(np.int64),
-    "FP16": np.dtype(np.float16), "FP32": np.dtype(np.float32), "FP64": np.dtype(np.float64),
+    "BOOL": np.dtype(np.bool_),
+    "UINT8": np.dtype(np.uint8),
+    "UINT16": np.dtype(np.uint16),
+    "UINT32": np.dtype(np.uint32),
+    "UINT64": np.dtype(np.uint64),
+    "INT8": np.dtype(np.int8),
+    "INT16": np.dtype(np.int16),
+    "INT32": np.dtype(np.int32),
+    "INT64": np.dtype(np.int64),
+    "FP16": np.dtype(np.float16),
+    "FP32": np.dtype(np.float32),
+    "FP64": np.dtype(np.float64),
 }
 
 
@@ -98,7 +130,9 @@ def check_shape(name: str, shape: Sequence[Any], max_elements: int) -> tuple[int
         dims.append(int(d))
     count = math.prod(dims)
     if count > max_elements:
-        raise errors.too_large(f"input {name!r}: shape {dims} has {count} elements; the limit is {max_elements}")
+        raise errors.too_large(
+            f"input {name!r}: shape {dims} has {count} elements; the limit is {max_elements}"
+        )
     return tuple(dims)
 
 
@@ -117,21 +151,27 @@ def check_finite(name: str, arr: np.ndarray) -> np.ndarray:
     return arr
 
 
-def tensor_from_json(name: str, datatype: str, shape: Sequence[Any], data: Any, max_elements: int) -> np.ndarray:
+def tensor_from_json(
+    name: str, datatype: str, shape: Sequence[Any], data: Any, max_elements: int
+) -> np.ndarray:
     """KServe v2 JSON ``data`` (flat or nested, row-major) -> an array of ``shape`` and ``datatype``."""
     dims = check_shape(name, shape, max_elements)
     count = math.prod(dims)
     if datatype == "BYTES":
         flat = list(_flatten(name, data, max_elements))
         if len(flat) != count:
-            raise _invalid(name, f"{len(flat)} values for shape {list(dims)} ({count} elements)", "shape_mismatch")
+            raise _invalid(
+                name, f"{len(flat)} values for shape {list(dims)} ({count} elements)", "shape_mismatch"
+            )
         if not all(isinstance(v, str) for v in flat):
             raise _invalid(name, "BYTES data must be strings")
         return np.array([v.encode("utf-8") for v in flat], dtype=object).reshape(dims)
     dtype = _dtype(name, datatype)
     flat = list(_flatten(name, data, max_elements))
     if len(flat) != count:
-        raise _invalid(name, f"{len(flat)} values for shape {list(dims)} ({count} elements)", "shape_mismatch")
+        raise _invalid(
+            name, f"{len(flat)} values for shape {list(dims)} ({count} elements)", "shape_mismatch"
+        )
     if dtype.kind == "b":
         if not all(isinstance(v, bool) for v in flat):
             raise _invalid(name, "BOOL data must be true/false")
@@ -144,7 +184,9 @@ def tensor_from_json(name: str, datatype: str, shape: Sequence[Any], data: Any, 
         info = np.iinfo(dtype)
         ints = [int(v) for v in flat]
         if ints and (min(ints) < info.min or max(ints) > info.max):
-            raise _invalid(name, f"values outside the {datatype} range [{info.min}, {info.max}]", "value_out_of_range")
+            raise _invalid(
+                name, f"values outside the {datatype} range [{info.min}, {info.max}]", "value_out_of_range"
+            )
         return np.array(ints, dtype=dtype).reshape(dims)
     arr = np.array(flat, dtype=np.float64)
     check_finite(name, arr)  # JSON parsers here accept NaN/Infinity literals
@@ -171,7 +213,9 @@ def _flatten(name: str, data: Any, limit: int) -> Any:
             stack.pop()
 
 
-def tensor_from_raw(name: str, datatype: str, shape: Sequence[Any], raw: bytes, max_elements: int) -> np.ndarray:
+def tensor_from_raw(
+    name: str, datatype: str, shape: Sequence[Any], raw: bytes, max_elements: int
+) -> np.ndarray:
     """Binary tensor data (gRPC ``raw_input_contents`` or the HTTP binary extension) -> ndarray."""
     dims = check_shape(name, shape, max_elements)
     count = math.prod(dims)
@@ -180,8 +224,12 @@ def tensor_from_raw(name: str, datatype: str, shape: Sequence[Any], raw: bytes, 
         return np.array(items, dtype=object).reshape(dims)
     dtype = _dtype(name, datatype)
     if len(raw) != count * dtype.itemsize:
-        raise _invalid(name, f"{len(raw)} bytes of data for shape {list(dims)} of {datatype} "
-                             f"({count * dtype.itemsize} expected)", "shape_mismatch")
+        raise _invalid(
+            name,
+            f"{len(raw)} bytes of data for shape {list(dims)} of {datatype} "
+            f"({count * dtype.itemsize} expected)",
+            "shape_mismatch",
+        )
     arr = np.frombuffer(raw, dtype=dtype.newbyteorder("<") if dtype.itemsize > 1 else dtype).reshape(dims)
     return check_finite(name, arr)
 
@@ -193,10 +241,10 @@ def parse_bytes_tensor(name: str, raw: bytes, count: int) -> list[bytes]:
     while i < n:
         if i + 4 > n:
             raise _invalid(name, "truncated BYTES element length", "shape_mismatch")
-        size = int.from_bytes(raw[i:i + 4], "little")
+        size = int.from_bytes(raw[i : i + 4], "little")
         if i + 4 + size > n:
             raise _invalid(name, "a BYTES element runs past the end of the data", "shape_mismatch")
-        items.append(raw[i + 4:i + 4 + size])
+        items.append(raw[i + 4 : i + 4 + size])
         i += 4 + size
         if len(items) > count:
             break
@@ -205,11 +253,19 @@ def parse_bytes_tensor(name: str, raw: bytes, count: int) -> list[bytes]:
     return items
 
 
-def check_tensor(name: str, arr: np.ndarray, datatype: str, expected_datatype: str,
-                 expected_dims: Sequence[int], batched: bool) -> np.ndarray:
+def check_tensor(
+    name: str,
+    arr: np.ndarray,
+    datatype: str,
+    expected_datatype: str,
+    expected_dims: Sequence[int],
+    batched: bool,
+) -> np.ndarray:
     """The tensor fits the model's input: datatype, rank and every fixed dim (-1 = any)."""
     if datatype != expected_datatype:
-        raise _invalid(name, f"datatype {datatype} given, the model takes {expected_datatype}", "datatype_mismatch")
+        raise _invalid(
+            name, f"datatype {datatype} given, the model takes {expected_datatype}", "datatype_mismatch"
+        )
     want = ([-1] if batched else []) + list(expected_dims)
     got = list(arr.shape)
     if len(got) != len(want) or any(w != -1 and w != g for w, g in zip(want, got, strict=True)):
@@ -237,20 +293,29 @@ def check_prompt(text: str | bytes, max_chars: int, what: str = "prompt", allow_
     if not text and not allow_empty:
         raise errors.unprocessable("empty_prompt", f"{what} is empty")
     if len(text) > max_chars:
-        raise errors.unprocessable("prompt_too_long", f"{what} has {len(text)} characters; the limit is {max_chars}")
+        raise errors.unprocessable(
+            "prompt_too_long", f"{what} has {len(text)} characters; the limit is {max_chars}"
+        )
     if "\x00" in text:
         raise errors.unprocessable("invalid_prompt", f"{what} contains NUL characters")
     try:  # lone surrogates (from JSON "\ud800" escapes) are not encodable text
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise errors.unprocessable("invalid_utf8", f"{what} contains unpaired surrogate code points") from None
+        raise errors.unprocessable(
+            "invalid_utf8", f"{what} contains unpaired surrogate code points"
+        ) from None
     return text
 
 
 def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None) -> float:
     """``lo <= value <= hi`` (either bound optional); NaN and inf are always out of range."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or (lo is not None and value < lo) or (hi is not None and value > hi):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or (lo is not None and value < lo)
+        or (hi is not None and value > hi)
+    ):
         span = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
         raise errors.unprocessable("invalid_parameter", f"{name}={value!r} is outside {span}")
     return value

@@ -34,9 +34,13 @@ from serving.gateway.triton import ModelInfo
 _VERSION = re.compile(r"[1-9][0-9]{0,8}")
 _HEADER = re.compile(r"[A-Za-z0-9-]{1,64}")
 
-VersionQuery = Annotated[str | None, Query(
-    pattern=r"^[1-9][0-9]{0,8}$",
-    description="pin a model version (default: the model's traffic split, else the newest version)")]
+VersionQuery = Annotated[
+    str | None,
+    Query(
+        pattern=r"^[1-9][0-9]{0,8}$",
+        description="pin a model version (default: the model's traffic split, else the newest version)",
+    ),
+]
 
 
 class TrafficSplit(BaseModel):
@@ -46,8 +50,11 @@ class TrafficSplit(BaseModel):
     canary: str = Field(description="version that gets canary_percent of the traffic", examples=["2"])
     canary_percent: float = Field(ge=0, le=100, description="share of unpinned requests for the canary")
     sticky_header: str | None = Field(
-        None, description="request header (gRPC: metadata key) whose value, hashed, picks the version; "
-                          "requests without it are split at random", examples=["X-Canary-Key"])
+        None,
+        description="request header (gRPC: metadata key) whose value, hashed, picks the version; "
+        "requests without it are split at random",
+        examples=["X-Canary-Key"],
+    )
 
     @field_validator("stable", "canary")
     @classmethod
@@ -86,8 +93,9 @@ class VersionRouter:
         # During an admin load: the only versions that may get traffic (the others are leaving).
         self.restricted: dict[str, frozenset[str]] = {}
 
-    def choose(self, model: str, info: ModelInfo | None, pinned: str | None,
-               header: Callable[[str], str | None]) -> str:
+    def choose(
+        self, model: str, info: ModelInfo | None, pinned: str | None, header: Callable[[str], str | None]
+    ) -> str:
         """The version to ask Triton for; ``""`` lets Triton take the newest READY one."""
         if pinned:
             return pinned
@@ -99,8 +107,12 @@ class VersionRouter:
         if split is None:
             # Triton's "newest" may be a version being unloaded: name the newest that stays.
             return ready[-1] if ready else ""
-        chosen = split.canary if split.bucket(model, header(split.sticky_header) if split.sticky_header
-                                              else None) < split.canary_percent else split.stable
+        chosen = (
+            split.canary
+            if split.bucket(model, header(split.sticky_header) if split.sticky_header else None)
+            < split.canary_percent
+            else split.stable
+        )
         if chosen in ready:
             return chosen
         other = split.stable if chosen == split.canary else split.canary

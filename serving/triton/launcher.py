@@ -50,11 +50,16 @@ def prepare_backends(dest: Path) -> Path:
     pyver = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = root / "python_backend_stubs" / pyver / "triton_python_backend_stub"
     if not stub.exists():
-        raise TritonNotFound(f"nvidia-pytriton ships no Python-backend stub for Python {pyver} (3.8-3.13 are shipped)")
+        raise TritonNotFound(
+            f"nvidia-pytriton ships no Python-backend stub for Python {pyver} (3.8-3.13 are shipped)"
+        )
     pydir = dest / "python"
     pydir.mkdir(parents=True, exist_ok=True)
-    for src in (root / "backends" / "python" / "libtriton_python.so",
-                root / "backends" / "python" / "triton_python_backend_utils.py", stub):
+    for src in (
+        root / "backends" / "python" / "libtriton_python.so",
+        root / "backends" / "python" / "triton_python_backend_utils.py",
+        stub,
+    ):
         target = pydir / src.name
         if not target.exists() or target.stat().st_size != src.stat().st_size:
             shutil.copy2(src, target)
@@ -93,14 +98,21 @@ class TritonConfig:
     def command(self) -> list[str]:
         binary = pytriton_root() / "tritonserver" / "bin" / "tritonserver"
         cmd = [
-            str(binary), f"--model-repository={self.model_repository.resolve()}",
+            str(binary),
+            f"--model-repository={self.model_repository.resolve()}",
             f"--backend-directory={self.backend_dir.resolve()}",
-            f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}", f"--metrics-port={self.metrics_port}",
-            f"--http-address={self.host}", f"--grpc-address={self.host}", f"--metrics-address={self.host}",
+            f"--http-port={self.http_port}",
+            f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}",
+            f"--http-address={self.host}",
+            f"--grpc-address={self.host}",
+            f"--metrics-address={self.host}",
             f"--model-control-mode={self.model_control}",
             f"--backend-config=python,shm-default-byte-size={self.shm_default_bytes}",
-            "--allow-gpu-metrics=false", "--allow-cpu-metrics=true",
-            "--exit-timeout-secs=10", f"--log-verbose={self.log_verbose}",
+            "--allow-gpu-metrics=false",
+            "--allow-cpu-metrics=true",
+            "--exit-timeout-secs=10",
+            f"--log-verbose={self.log_verbose}",
         ]
         cmd += [f"--load-model={m}" for m in self.load_models]
         return cmd + self.extra_args
@@ -115,20 +127,31 @@ def _die_with_parent() -> None:
 def start(cfg: TritonConfig, log_path: Path | None = None) -> subprocess.Popen[bytes]:
     prepare_backends(cfg.backend_dir)
     out = open(log_path, "ab") if log_path else None  # noqa: SIM115 - handed to the child
-    return subprocess.Popen(cfg.command(), env=triton_env(), stdout=out, stderr=subprocess.STDOUT if out else None,
-                            preexec_fn=_die_with_parent)
+    return subprocess.Popen(
+        cfg.command(),
+        env=triton_env(),
+        stdout=out,
+        stderr=subprocess.STDOUT if out else None,
+        preexec_fn=_die_with_parent,
+    )
 
 
-def wait_ready(cfg: TritonConfig, proc: subprocess.Popen[bytes] | None = None, timeout: float = 120.0) -> None:
+def wait_ready(
+    cfg: TritonConfig, proc: subprocess.Popen[bytes] | None = None, timeout: float = 120.0
+) -> None:
     """Poll Triton's readiness endpoint until it answers 200; fail fast if the process exits."""
     url = f"http://{cfg.host}:{cfg.http_port}/v2/health/ready"
     deadline = time.monotonic() + timeout
     delay = 0.05
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"tritonserver exited with code {proc.returncode} before it was ready (see its log)")
-        with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError, OSError), \
-                urllib.request.urlopen(url, timeout=2) as resp:
+            raise RuntimeError(
+                f"tritonserver exited with code {proc.returncode} before it was ready (see its log)"
+            )
+        with (
+            contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError, OSError),
+            urllib.request.urlopen(url, timeout=2) as resp,
+        ):
             if resp.status == 200:
                 return
         time.sleep(delay)  # polling interval, not a fixed wait
@@ -148,7 +171,9 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
 
 
 @contextlib.contextmanager
-def running(cfg: TritonConfig, log_path: Path | None = None, timeout: float = 120.0) -> Iterator[subprocess.Popen[bytes]]:
+def running(
+    cfg: TritonConfig, log_path: Path | None = None, timeout: float = 120.0
+) -> Iterator[subprocess.Popen[bytes]]:
     proc = start(cfg, log_path)
     try:
         wait_ready(cfg, proc, timeout)
@@ -158,13 +183,17 @@ def running(cfg: TritonConfig, log_path: Path | None = None, timeout: float = 12
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Run tritonserver (from the nvidia-pytriton wheel) in the foreground.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description="Run tritonserver (from the nvidia-pytriton wheel) in the foreground.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("--model-repository", type=Path, default=Path("build/model_repository/cpu"))
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--metrics-port", type=int, default=8002)
-    p.add_argument("--print-command", action="store_true", help="print the command and environment, do not run")
+    p.add_argument(
+        "--print-command", action="store_true", help="print the command and environment, do not run"
+    )
     args = p.parse_args(argv)
     cfg = TritonConfig(args.model_repository, args.http_port, args.grpc_port, args.metrics_port)
     if args.print_command:

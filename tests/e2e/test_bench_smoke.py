@@ -23,9 +23,33 @@ def _run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[s
 
 def test_loadtest_closed_and_open_loop(gateway: GatewayHandle, tmp_path: Path) -> None:
     out, plot = tmp_path / "lt.json", tmp_path / "lt.png"
-    r = _run([sys.executable, "-m", "deploy.loadtest", "--url", gateway.url, "--routes", "all",
-              "--concurrency", "1", "4", "--rate", "40", "--duration", "0.5", "--warmup", "0.1",
-              "--max-new-tokens", "8", "--no-progress", "--out", str(out), "--plot", str(plot)])
+    r = _run(
+        [
+            sys.executable,
+            "-m",
+            "deploy.loadtest",
+            "--url",
+            gateway.url,
+            "--routes",
+            "all",
+            "--concurrency",
+            "1",
+            "4",
+            "--rate",
+            "40",
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.1",
+            "--max-new-tokens",
+            "8",
+            "--no-progress",
+            "--out",
+            str(out),
+            "--plot",
+            str(plot),
+        ]
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     report = json.loads(out.read_text())
     classify = [x for x in report["results"] if x["route"] == "classify"]
@@ -41,9 +65,28 @@ def test_loadtest_closed_and_open_loop(gateway: GatewayHandle, tmp_path: Path) -
 
 
 def test_locustfile_runs_headless(gateway: GatewayHandle, tmp_path: Path) -> None:
-    r = _run([str(Path(sys.executable).parent / "locust"), "-f", "deploy/loadtest/locustfile.py", "--headless",
-              "--host", gateway.url, "-u", "2", "-r", "2", "--run-time", "2s", "--only-summary",
-              "--csv", str(tmp_path / "locust"), "--exit-code-on-error", "1"], timeout=60)
+    r = _run(
+        [
+            str(Path(sys.executable).parent / "locust"),
+            "-f",
+            "deploy/loadtest/locustfile.py",
+            "--headless",
+            "--host",
+            gateway.url,
+            "-u",
+            "2",
+            "-r",
+            "2",
+            "--run-time",
+            "2s",
+            "--only-summary",
+            "--csv",
+            str(tmp_path / "locust"),
+            "--exit-code-on-error",
+            "1",
+        ],
+        timeout=60,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     stats = (tmp_path / "locust_stats.csv").read_text()
     assert "classify" in stats
@@ -51,18 +94,56 @@ def test_locustfile_runs_headless(gateway: GatewayHandle, tmp_path: Path) -> Non
 
 def test_bench_tiny(model_repository: Path, classifier_ckpt: Path, tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    r = _run([sys.executable, "-m", "deploy.bench", "--models", "small", "--model-repository",
-              str(model_repository / "cpu"), "--checkpoint", str(classifier_ckpt), "--concurrency", "2",
-              "--duration", "0.4", "--warmup", "0.1", "--repeats", "1", "--batch-sizes", "1", "4",
-              "--limit-seconds", "0.1", "--gen-tokens", "4", "--skip", "client", "--workdir", str(tmp_path / "work"),
-              "--out", str(out), "--plots", str(tmp_path), "--no-progress"], timeout=240)
+    r = _run(
+        [
+            sys.executable,
+            "-m",
+            "deploy.bench",
+            "--models",
+            "small",
+            "--model-repository",
+            str(model_repository / "cpu"),
+            "--checkpoint",
+            str(classifier_ckpt),
+            "--concurrency",
+            "2",
+            "--duration",
+            "0.4",
+            "--warmup",
+            "0.1",
+            "--repeats",
+            "1",
+            "--batch-sizes",
+            "1",
+            "4",
+            "--limit-seconds",
+            "0.1",
+            "--gen-tokens",
+            "4",
+            "--skip",
+            "client",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+            "--plots",
+            str(tmp_path),
+            "--no-progress",
+        ],
+        timeout=240,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     report = json.loads(out.read_text())
     small = report["models"]["small"]
     assert small["model"]["weights"] == "trained" and small["limit"]["images_per_s"] > 0
     systems = small["systems"]
-    assert set(systems) == {"triton_batching", "triton_no_batching", "gateway", "naive_fastapi_onnxruntime",
-                            "naive_fastapi_torch"}
+    assert set(systems) == {
+        "triton_batching",
+        "triton_no_batching",
+        "gateway",
+        "naive_fastapi_onnxruntime",
+        "naive_fastapi_torch",
+    }
     for name, rows in systems.items():
         assert len(rows) == 1 and rows[0]["failed"] == 0 and rows[0]["ok"] > 0, (name, rows)
     assert systems["triton_batching"][0]["triton"]["requests"] > 0

@@ -110,19 +110,55 @@ def test_http_answers_say_the_version(stack: Stack) -> None:
     assert r.headers["x-model-version"] == r.json()["model_version"] == "2"  # no pin, no split: the newest
 
 
-@pytest.mark.parametrize(("body", "status", "code"), [
-    (b"{not json", 400, "invalid_json"),
-    (json.dumps({"inputs": []}).encode(), 422, "invalid_tensor"),
-    (json.dumps({"inputs": [{"name": "image", "shape": [1, 1, 32, 32], "datatype": "UINT8",
-                             "data": [0] * 10}]}).encode(), 422, "shape_mismatch"),
-    (json.dumps({"inputs": [{"name": "image", "shape": [1, 1, 32, 32], "datatype": "FP32",
-                             "data": [0.5] * 1024}]}).encode(), 422, "datatype_mismatch"),
-    (json.dumps({"inputs": [{"name": "image", "shape": [1, 1, 32, 32], "datatype": "UINT8",
-                             "parameters": {"binary_data_size": 5000}}]}).encode(), 422, "shape_mismatch"),
-])
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"{not json", 400, "invalid_json"),
+        (json.dumps({"inputs": []}).encode(), 422, "invalid_tensor"),
+        (
+            json.dumps(
+                {
+                    "inputs": [
+                        {"name": "image", "shape": [1, 1, 32, 32], "datatype": "UINT8", "data": [0] * 10}
+                    ]
+                }
+            ).encode(),
+            422,
+            "shape_mismatch",
+        ),
+        (
+            json.dumps(
+                {
+                    "inputs": [
+                        {"name": "image", "shape": [1, 1, 32, 32], "datatype": "FP32", "data": [0.5] * 1024}
+                    ]
+                }
+            ).encode(),
+            422,
+            "datatype_mismatch",
+        ),
+        (
+            json.dumps(
+                {
+                    "inputs": [
+                        {
+                            "name": "image",
+                            "shape": [1, 1, 32, 32],
+                            "datatype": "UINT8",
+                            "parameters": {"binary_data_size": 5000},
+                        }
+                    ]
+                }
+            ).encode(),
+            422,
+            "shape_mismatch",
+        ),
+    ],
+)
 def test_http_bad_requests_get_json_4xx(stack: Stack, body: bytes, status: int, code: str) -> None:
-    r = httpx.post(f"{stack.url}/v2/models/classifier/infer", content=body,
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        f"{stack.url}/v2/models/classifier/infer", content=body, headers={"content-type": "application/json"}
+    )
     assert r.status_code == status, r.text
     assert r.json()["error"]["code"] == code
 
@@ -171,8 +207,10 @@ def test_grpc_infer_matches_triton(stack: Stack, digits: tuple[np.ndarray, np.nd
         np.testing.assert_array_equal(got.as_numpy("probs"), want.as_numpy("probs"))
     assert gw.infer("classifier", [inp]).get_response().model_version == "2"
     cls = [gc.InferRequestedOutput("probs", class_count=2)]
-    assert gw.infer("classifier", [inp], outputs=cls).as_numpy("probs").tolist() == \
-        direct.infer("classifier", [inp], outputs=cls).as_numpy("probs").tolist()
+    assert (
+        gw.infer("classifier", [inp], outputs=cls).as_numpy("probs").tolist()
+        == direct.infer("classifier", [inp], outputs=cls).as_numpy("probs").tolist()
+    )
 
 
 def test_grpc_errors_keep_their_codes(stack: Stack) -> None:
@@ -212,6 +250,7 @@ def test_grpc_bidirectional_stream_of_a_decoupled_model(stack: Stack) -> None:
     q: queue.Queue = queue.Queue()
     gw.start_stream(callback=lambda result, error: q.put((result, error)))
     try:
+
         def ask(model: str, n: int, rid: str) -> None:
             inp = gc.InferInput("N", [1], "INT32")
             inp.set_data_from_numpy(np.array([n], np.int32))
@@ -234,8 +273,12 @@ def test_grpc_bidirectional_stream_of_a_decoupled_model(stack: Stack) -> None:
 def test_same_api_keys_on_http_and_grpc(stack: Stack, tmp_path: Path) -> None:
     """A gateway with API keys: the guard's checks apply to both front doors."""
     grpc_port = procs.free_port()
-    keyed = procs.start_gateway(stack.triton.grpc_url, tmp_path, wait_ready=False, env={
-        "GATEWAY_GRPC_PORT": str(grpc_port), "GATEWAY_API_KEYS": "k1", "GATEWAY_REQUEST_LOG": "false"})
+    keyed = procs.start_gateway(
+        stack.triton.grpc_url,
+        tmp_path,
+        wait_ready=False,
+        env={"GATEWAY_GRPC_PORT": str(grpc_port), "GATEWAY_API_KEYS": "k1", "GATEWAY_REQUEST_LOG": "false"},
+    )
     try:
         url = keyed.url
         assert httpx.get(f"{url}/v2/models/classifier").status_code == 401
@@ -260,9 +303,14 @@ def test_metrics_label_both_front_doors(stack: Stack) -> None:
     body = {"inputs": [{"name": "image", "shape": [1, 1, 32, 32], "datatype": "UINT8", "data": [0] * 1024}]}
     assert httpx.post(f"{stack.url}/v2/models/classifier/infer", json=body).status_code == 200
     lines = httpx.get(f"{stack.url}/metrics").text.splitlines()
-    assert 'gateway_requests_total{model="classifier",route="grpc:ModelInfer",status="200"}' in \
-        {line.rsplit(" ", 1)[0] for line in lines}
-    assert any(line.startswith("gateway_requests_total") and 'route="/v2/models/{name}/infer"' in line
-               for line in lines)
-    assert any(line.startswith("gateway_request_duration_seconds_bucket") and 'route="grpc:ModelInfer"' in line
-               for line in lines)
+    assert 'gateway_requests_total{model="classifier",route="grpc:ModelInfer",status="200"}' in {
+        line.rsplit(" ", 1)[0] for line in lines
+    }
+    assert any(
+        line.startswith("gateway_requests_total") and 'route="/v2/models/{name}/infer"' in line
+        for line in lines
+    )
+    assert any(
+        line.startswith("gateway_request_duration_seconds_bucket") and 'route="grpc:ModelInfer"' in line
+        for line in lines
+    )

@@ -65,21 +65,30 @@ def serve_versions(admin: httpx.Client, *versions: int) -> None:
 
 def png(seed: int = 0) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (32, 32), dtype=np.uint8)).save(buf, format="PNG")
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (32, 32), dtype=np.uint8)).save(
+        buf, format="PNG"
+    )
     return buf.getvalue()
 
 
 def classify(c: httpx.Client, **kwargs: object) -> httpx.Response:
-    return c.post("/v1/classify", content=png(), headers={"content-type": "image/png", **kwargs.pop("headers", {})},
-                  **kwargs)
+    return c.post(
+        "/v1/classify",
+        content=png(),
+        headers={"content-type": "image/png", **kwargs.pop("headers", {})},
+        **kwargs,
+    )
 
 
 # ---------------------------------------------------------------------------------------------- admin
 
 
 def test_admin_routes_refuse_without_the_admin_key(stack: Stack) -> None:
-    for method, path in [("GET", "/admin/models"), ("POST", "/admin/models/classifier/unload"),
-                         ("PUT", "/admin/models/classifier/traffic")]:
+    for method, path in [
+        ("GET", "/admin/models"),
+        ("POST", "/admin/models/classifier/unload"),
+        ("PUT", "/admin/models/classifier/traffic"),
+    ]:
         r = httpx.request(method, f"{stack.url}{path}")
         assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
         r = httpx.request(method, f"{stack.url}{path}", headers={"X-Admin-Key": "wrong"})
@@ -94,9 +103,13 @@ def test_admin_lists_models_and_versions(stack: Stack, admin: httpx.Client, retr
     models = {m["name"]: m for m in admin.get("/admin/models").json()["models"]}
     states = {v["version"]: v["state"] for v in models["classifier"]["versions"]}
     assert states["1"] == "READY" and models["classifier"]["traffic"] is None
-    r = admin.put("/admin/models/classifier/traffic", json={"stable": "1", "canary": "1", "canary_percent": 5})
+    r = admin.put(
+        "/admin/models/classifier/traffic", json={"stable": "1", "canary": "1", "canary_percent": 5}
+    )
     assert r.status_code == 422 and "error" in r.json()
-    r = admin.put("/admin/models/classifier/traffic", json={"stable": "1", "canary": "2", "canary_percent": 101})
+    r = admin.put(
+        "/admin/models/classifier/traffic", json={"stable": "1", "canary": "2", "canary_percent": 101}
+    )
     assert r.status_code == 422
 
 
@@ -127,7 +140,9 @@ def test_pinned_versions_and_the_version_header(stack: Stack, admin: httpx.Clien
         assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found"
 
 
-def test_canary_split_is_observed_on_every_front_door(stack: Stack, admin: httpx.Client, retrained: str) -> None:
+def test_canary_split_is_observed_on_every_front_door(
+    stack: Stack, admin: httpx.Client, retrained: str
+) -> None:
     serve_versions(admin, 1, int(retrained))
     split = {"stable": "1", "canary": retrained, "canary_percent": CANARY_PERCENT}
     assert admin.put("/admin/models/classifier/traffic", json=split).json()["warnings"] == []
@@ -155,21 +170,26 @@ def test_canary_split_is_observed_on_every_front_door(stack: Stack, admin: httpx
 
 def test_sticky_canary_keeps_a_key_on_one_version(stack: Stack, admin: httpx.Client, retrained: str) -> None:
     serve_versions(admin, 1, int(retrained))
-    admin.put("/admin/models/classifier/traffic", json={"stable": "1", "canary": retrained,
-                                                        "canary_percent": 50, "sticky_header": "X-Canary-Key"})
+    admin.put(
+        "/admin/models/classifier/traffic",
+        json={"stable": "1", "canary": retrained, "canary_percent": 50, "sticky_header": "X-Canary-Key"},
+    )
     with httpx.Client(base_url=stack.url) as c:
         for key in ("alice", "bob", "carol"):
             seen = {classify(c, headers={"X-Canary-Key": key}).headers["x-model-version"] for _ in range(10)}
             assert len(seen) == 1, (key, seen)
-        by_key = Counter(classify(c, headers={"X-Canary-Key": f"user-{i}"}).headers["x-model-version"]
-                         for i in range(100))
+        by_key = Counter(
+            classify(c, headers={"X-Canary-Key": f"user-{i}"}).headers["x-model-version"] for i in range(100)
+        )
     assert set(by_key) == {"1", retrained}  # keys spread over both versions
     admin.delete("/admin/models/classifier/traffic")
 
 
 def test_split_never_routes_to_a_version_that_is_not_ready(stack: Stack, admin: httpx.Client) -> None:
     serve_versions(admin, 1)
-    r = admin.put("/admin/models/classifier/traffic", json={"stable": "1", "canary": "7", "canary_percent": 100})
+    r = admin.put(
+        "/admin/models/classifier/traffic", json={"stable": "1", "canary": "7", "canary_percent": 100}
+    )
     assert r.status_code == 200 and r.json()["warnings"]
     with httpx.Client(base_url=stack.url) as c:
         assert {classify(c).headers["x-model-version"] for _ in range(20)} == {"1"}
@@ -179,14 +199,28 @@ def test_split_never_routes_to_a_version_that_is_not_ready(stack: Stack, admin: 
 # ---------------------------------------------------------------------------------------------- reload
 
 
-def test_reload_under_load_has_zero_failures(stack: Stack, admin: httpx.Client, retrained: str,
-                                             tmp_path: Path) -> None:
+def test_reload_under_load_has_zero_failures(
+    stack: Stack, admin: httpx.Client, retrained: str, tmp_path: Path
+) -> None:
     serve_versions(admin, 1)  # the retrained version is on disk, not loaded: as after an export
-    report = asyncio.run(switch_under_load(stack.url, ADMIN_KEY, "classifier", to_version=retrained, concurrency=4,
-                                           warmup_s=1.0, step_s=0.5, settle_s=1.0, max_requests=5000))
+    report = asyncio.run(
+        switch_under_load(
+            stack.url,
+            ADMIN_KEY,
+            "classifier",
+            to_version=retrained,
+            concurrency=4,
+            warmup_s=1.0,
+            step_s=0.5,
+            settle_s=1.0,
+            max_requests=5000,
+        )
+    )
     (tmp_path / "reload.json").write_text(str(report))
-    print(f"reload under load: {report['requests']} requests, {report['failures']} failures, "
-          f"p99 during the switch {report['latency']['during_switch'].get('p99_ms')} ms")
+    print(
+        f"reload under load: {report['requests']} requests, {report['failures']} failures, "
+        f"p99 during the switch {report['latency']['during_switch'].get('p99_ms')} ms"
+    )
     assert report["failures"] == 0, report["statuses"]
     assert report["latency"]["during_switch"]["requests"] > 0
     assert report["ready_versions_after"] == [retrained]

@@ -11,18 +11,32 @@ from tests.support.procs import GatewayHandle
 
 pytestmark = pytest.mark.slow
 
-LAYOUT = {"classifier": "classifier", "segmenter": "segmenter", "sr_psnr_x2": "sr_x2/sr_psnr_x2",
-          "sr_gan_x2": "sr_x2/sr_gan_x2", "anomaly": "anomaly", "lstm": "lstm", "gpt": "gpt"}
+LAYOUT = {
+    "classifier": "classifier",
+    "segmenter": "segmenter",
+    "sr_psnr_x2": "sr_x2/sr_psnr_x2",
+    "sr_gan_x2": "sr_x2/sr_gan_x2",
+    "anomaly": "anomaly",
+    "lstm": "lstm",
+    "gpt": "gpt",
+}
 
 
-def test_served_and_offline_agree(gateway: GatewayHandle, served_checkpoints: dict[str, Path], tmp_path: Path) -> None:
+def test_served_and_offline_agree(
+    gateway: GatewayHandle, served_checkpoints: dict[str, Path], tmp_path: Path
+) -> None:
     art = tmp_path / "artifacts"  # the layout `make train` writes, pointing at the tiny checkpoints
     for name, sub in LAYOUT.items():
         (art / sub).mkdir(parents=True)
         (art / sub / "model.pt").symlink_to(served_checkpoints[name])
     tasks = ["classification", "segmentation", "super_resolution", "anomaly", "text_generation"]
     rows = quality.run(gateway.url, art, limit=40, tasks=tasks)
-    assert {r.task for r in rows} == {"classification", "segmentation", "super_resolution", "anomaly",
-                                      "text_generation"}
+    assert {r.task for r in rows} == {
+        "classification",
+        "segmentation",
+        "super_resolution",
+        "anomaly",
+        "text_generation",
+    }
     bad = [r.to_dict() for r in rows if not r.ok]
     assert not bad, bad

@@ -72,8 +72,11 @@ def secured(triton: RestartableTriton, workdir: Path) -> Iterator[GatewayHandle]
     """API keys (A unlimited, B 3/minute from the secrets file; C from the env), max_in_flight=4."""
     keys = workdir / "keys.txt"
     keys.write_text(f"# test keys\n{KEY_A}\n{KEY_B} 3/minute\n")
-    gw = start_gateway_main(triton.grpc_url, workdir, {
-        "GATEWAY_API_KEYS": KEY_C, "GATEWAY_API_KEYS_FILE": str(keys), "GATEWAY_MAX_IN_FLIGHT": "4"})
+    gw = start_gateway_main(
+        triton.grpc_url,
+        workdir,
+        {"GATEWAY_API_KEYS": KEY_C, "GATEWAY_API_KEYS_FILE": str(keys), "GATEWAY_MAX_IN_FLIGHT": "4"},
+    )
     yield gw
     gw.stop()
 
@@ -86,10 +89,20 @@ def plain(triton: RestartableTriton, workdir: Path) -> Iterator[GatewayHandle]:
     gw.stop()
 
 
-def classify(url: str, headers: dict[str, str] | None = None, params: dict[str, str] | None = None,
-             timeout: float = 30, body: bytes = PNG) -> httpx.Response:
-    return httpx.post(f"{url}/v1/classify", content=body, params=params,
-                      headers={"content-type": "image/png", **(headers or {})}, timeout=timeout)
+def classify(
+    url: str,
+    headers: dict[str, str] | None = None,
+    params: dict[str, str] | None = None,
+    timeout: float = 30,
+    body: bytes = PNG,
+) -> httpx.Response:
+    return httpx.post(
+        f"{url}/v1/classify",
+        content=body,
+        params=params,
+        headers={"content-type": "image/png", **(headers or {})},
+        timeout=timeout,
+    )
 
 
 # --- security --------------------------------------------------------------------------------
@@ -133,7 +146,10 @@ def test_request_id_echoed_logged_and_sent_to_triton(secured: GatewayHandle, eve
     # A control character is not HTTP at all (RFC 9110 field-value): the HTTP parser answers 400.
     assert classify(secured.url, {**AUTH_A, "X-Request-ID": "not ok\x7f"}).status_code == 400
     fresh = classify(secured.url, AUTH_A)
-    assert len(fresh.headers["x-request-id"]) == 32 and fresh.headers["x-request-id"] != bad.headers["x-request-id"]
+    assert (
+        len(fresh.headers["x-request-id"]) == 32
+        and fresh.headers["x-request-id"] != bad.headers["x-request-id"]
+    )
     assert httpx.get(secured.url + "/nope").headers["x-request-id"]  # every response, errors too
 
     def logged() -> dict:
@@ -160,8 +176,11 @@ def test_client_disconnect_cancels_triton_work(secured: GatewayHandle, events: P
     with pytest.raises(httpx.ReadTimeout):  # the client gives up after 0.3 s and closes the socket
         classify(secured.url, {**AUTH_A, "X-Request-ID": "rid-gone"}, SLOW, timeout=0.3)
     wait_for_line(events, "rid-gone cancelled")
-    poll(lambda: metric(secured.url, "gateway_requests_total", route="/v1/classify", status="499") >= 1, 10,
-         "499 counted")
+    poll(
+        lambda: metric(secured.url, "gateway_requests_total", route="/v1/classify", status="499") >= 1,
+        10,
+        "499 counted",
+    )
 
 
 # --- overload --------------------------------------------------------------------------------
@@ -170,8 +189,14 @@ def test_client_disconnect_cancels_triton_work(secured: GatewayHandle, events: P
 async def _burst(url: str, n: int, body: bytes) -> list[httpx.Response]:
     limits = httpx.Limits(max_connections=n, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
-        return await asyncio.gather(*(client.post("/v1/classify", content=body, params=SLOW, headers={
-            "content-type": "image/png", **AUTH_A}) for _ in range(n)))
+        return await asyncio.gather(
+            *(
+                client.post(
+                    "/v1/classify", content=body, params=SLOW, headers={"content-type": "image/png", **AUTH_A}
+                )
+                for _ in range(n)
+            )
+        )
 
 
 def test_burst_beyond_max_in_flight_sheds_with_429_and_memory_stays_flat(secured: GatewayHandle) -> None:
@@ -190,8 +215,16 @@ def test_burst_beyond_max_in_flight_sheds_with_429_and_memory_stays_flat(secured
             if r.status_code == 429:
                 assert r.json()["error"]["code"] == "overloaded" and r.headers["retry-after"] == "1"
     assert metric(secured.url, "gateway_rejected_total", reason="overloaded") >= 3
-    _report("burst", {"requests_per_burst": 40, "max_in_flight": 4, "body_bytes": len(body), "statuses": rounds,
-                      "gateway_rss_mib": [round(x, 1) for x in rss]})
+    _report(
+        "burst",
+        {
+            "requests_per_burst": 40,
+            "max_in_flight": 4,
+            "body_bytes": len(body),
+            "statuses": rounds,
+            "gateway_rss_mib": [round(x, 1) for x in rss],
+        },
+    )
     assert rss[-1] - rss[1] < 64, rss  # generous bound: growth after the first burst is noise, not buffering
 
 
@@ -199,10 +232,15 @@ def test_burst_beyond_max_in_flight_sheds_with_429_and_memory_stays_flat(secured
 
 
 def test_triton_killed_under_load_503s_then_recovers_without_gateway_restart(
-        plain: GatewayHandle, triton: RestartableTriton) -> None:
+    plain: GatewayHandle, triton: RestartableTriton
+) -> None:
     with ThreadPoolExecutor(4) as pool:
         in_flight = [pool.submit(classify, plain.url, None, SLOW, 20) for _ in range(3)]
-        poll(lambda: metric(plain.url, "gateway_requests_in_flight", route="/v1/classify") >= 3, 20, "3 in flight")
+        poll(
+            lambda: metric(plain.url, "gateway_requests_in_flight", route="/v1/classify") >= 3,
+            20,
+            "3 in flight",
+        )
         triton.kill()
         answers = [f.result() for f in in_flight]  # each ends well within its 20 s timeout
     for r in answers:
@@ -219,14 +257,23 @@ def test_triton_killed_under_load_503s_then_recovers_without_gateway_restart(
     recovered = time.monotonic()
     poll(lambda: httpx.get(plain.url + "/readyz").status_code == 200, 10, "readyz true")
     assert plain.proc.poll() is None  # the same gateway process throughout
-    _report("triton_restart", {"triton_start_s": round(triton_ready - start, 2),
-                               "gateway_recovery_after_triton_ready_s": round(recovered - triton_ready, 3)})
+    _report(
+        "triton_restart",
+        {
+            "triton_start_s": round(triton_ready - start, 2),
+            "gateway_recovery_after_triton_ready_s": round(recovered - triton_ready, 3),
+        },
+    )
 
 
 def test_graceful_shutdown_drains_in_flight_requests(plain: GatewayHandle) -> None:
     with ThreadPoolExecutor(3) as pool:
         in_flight = [pool.submit(classify, plain.url, None, SLOW, 30) for _ in range(3)]
-        poll(lambda: metric(plain.url, "gateway_requests_in_flight", route="/v1/classify") >= 3, 20, "3 in flight")
+        poll(
+            lambda: metric(plain.url, "gateway_requests_in_flight", route="/v1/classify") >= 3,
+            20,
+            "3 in flight",
+        )
         terminate(plain)
         answers = [f.result() for f in in_flight]
     assert [r.status_code for r in answers] == [200, 200, 200]

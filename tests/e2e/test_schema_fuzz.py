@@ -27,26 +27,61 @@ from tests.support.procs import ROOT, GatewayHandle
 pytestmark = pytest.mark.slow
 
 MAX_EXAMPLES = 25  # per operation and phase: bounded, so the run stays well under a minute
-CHECKS = ["server_error_unless_own_deadline", "status_code_conformance", "content_type_conformance",
-          "response_headers_conformance", "response_schema_conformance", "negative_data_rejection",
-          "missing_required_header", "unsupported_method"]
+CHECKS = [
+    "server_error_unless_own_deadline",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_headers_conformance",
+    "response_schema_conformance",
+    "negative_data_rejection",
+    "missing_required_header",
+    "unsupported_method",
+]
 
 
 def test_gateway_conforms_to_its_openapi_schema(gateway: GatewayHandle, tmp_path: Path) -> None:
     stats = tmp_path / "stats.json"
     st = Path(sys.executable).parent / "st"
-    cmd = [str(st), "run", f"{gateway.url}/openapi.json", "--workers", "1", "--max-examples", str(MAX_EXAMPLES),
-           "--checks", ",".join(CHECKS), "--seed", "20260101", "--generation-deterministic",
-           "--request-timeout", "60", "--continue-on-failure",
-           "--no-color", "--warnings", "off", "--report", "junit", "--report-dir", str(tmp_path)]
-    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.support.schema_hooks", "SCHEMA_FUZZ_STATS": str(stats),
-           "PYTHONPATH": str(ROOT)}
+    cmd = [
+        str(st),
+        "run",
+        f"{gateway.url}/openapi.json",
+        "--workers",
+        "1",
+        "--max-examples",
+        str(MAX_EXAMPLES),
+        "--checks",
+        ",".join(CHECKS),
+        "--seed",
+        "20260101",
+        "--generation-deterministic",
+        "--request-timeout",
+        "60",
+        "--continue-on-failure",
+        "--no-color",
+        "--warnings",
+        "off",
+        "--report",
+        "junit",
+        "--report-dir",
+        str(tmp_path),
+    ]
+    env = {
+        **os.environ,
+        "SCHEMATHESIS_HOOKS": "tests.support.schema_hooks",
+        "SCHEMA_FUZZ_STATS": str(stats),
+        "PYTHONPATH": str(ROOT),
+    }
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=480)
     out = proc.stdout + proc.stderr
     counts = json.loads(stats.read_text()) if stats.exists() else {}
     generated = re.search(r"(\d+) generated", out)
-    report = {"max_examples_per_operation": MAX_EXAMPLES, "cases_generated": int(generated.group(1)) if generated
-              else None, "responses_by_class": counts, "exit_code": proc.returncode}
+    report = {
+        "max_examples_per_operation": MAX_EXAMPLES,
+        "cases_generated": int(generated.group(1)) if generated else None,
+        "responses_by_class": counts,
+        "exit_code": proc.returncode,
+    }
     (ROOT / "reports").mkdir(exist_ok=True)
     (ROOT / "reports" / "schema_fuzz.json").write_text(json.dumps(report, indent=2))
     assert proc.returncode == 0, out[-6000:]

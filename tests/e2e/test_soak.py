@@ -13,11 +13,33 @@ from tests.support.procs import GatewayHandle, TritonHandle
 pytestmark = pytest.mark.slow
 
 
-def test_short_soak_has_no_errors_and_writes_its_report(gateway: GatewayHandle, triton: TritonHandle,
-                                                        tmp_path: Path) -> None:
-    code = soak.main(["--url", gateway.url, "--gateway-pid", str(gateway.proc.pid), "--triton-pid",
-                      str(triton.proc.pid), "--duration", "8", "--window", "2", "--capacity-seconds", "2",
-                      "--concurrency", "4", "--fraction", "0.3", "--rss-noise-mb", "64", "--out", str(tmp_path)])
+def test_short_soak_has_no_errors_and_writes_its_report(
+    gateway: GatewayHandle, triton: TritonHandle, tmp_path: Path
+) -> None:
+    code = soak.main(
+        [
+            "--url",
+            gateway.url,
+            "--gateway-pid",
+            str(gateway.proc.pid),
+            "--triton-pid",
+            str(triton.proc.pid),
+            "--duration",
+            "8",
+            "--window",
+            "2",
+            "--capacity-seconds",
+            "2",
+            "--concurrency",
+            "4",
+            "--fraction",
+            "0.3",
+            "--rss-noise-mb",
+            "64",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     report = json.loads((tmp_path / "soak.json").read_text())
     assert report["total"]["failed"] == 0 and report["total"]["requests"] > 0, report["total"]
     assert len(report["windows"]) >= 3 and report["capacity_rps"] > 0

@@ -32,10 +32,13 @@ def photo(h: int, w: int) -> np.ndarray:
 
 
 def post(url: str, route: str, data: bytes, **params: object) -> httpx.Response:
-    return httpx.post(f"{url}{route}", files={"file": ("x.png", data, "image/png")}, params=params, timeout=60)
+    return httpx.post(
+        f"{url}{route}", files={"file": ("x.png", data, "image/png")}, params=params, timeout=60
+    )
 
 
 # --- segmentation --------------------------------------------------------------------------------
+
 
 def test_segment_json_fractions_and_palette_mask(gateway: GatewayHandle) -> None:
     img = photo(50, 37)  # not a multiple of the U-Net's 2**depth: padded, then cropped back
@@ -54,8 +57,11 @@ def test_segment_json_fractions_and_palette_mask(gateway: GatewayHandle) -> None
 
 def test_segment_png_by_accept_header_and_parameter(gateway: GatewayHandle) -> None:
     data = png(photo(32, 32))
-    r = httpx.post(f"{gateway.url}/v1/segment", content=data, headers={"content-type": "image/png",
-                                                                      "accept": "image/png"})
+    r = httpx.post(
+        f"{gateway.url}/v1/segment",
+        content=data,
+        headers={"content-type": "image/png", "accept": "image/png"},
+    )
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     assert Image.open(io.BytesIO(r.content)).mode == "P"
     r = post(gateway.url, "/v1/segment", data, output="overlay")
@@ -63,6 +69,7 @@ def test_segment_png_by_accept_header_and_parameter(gateway: GatewayHandle) -> N
 
 
 # --- super-resolution ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("variant", ["psnr", "gan"])
 def test_super_resolve_png_out(gateway: GatewayHandle, variant: str) -> None:
@@ -80,17 +87,25 @@ def test_super_resolve_unserved_scale_is_422(gateway: GatewayHandle) -> None:
 @pytest.fixture(scope="module")
 def tiling_gateway(tmp_path_factory: pytest.TempPathFactory, triton: TritonHandle) -> Iterator[GatewayHandle]:
     """A second gateway on the same Triton with tiny tiles and a small output limit."""
-    handle = start_gateway(triton.grpc_url, tmp_path_factory.mktemp("tiling"),
-                           env={"GATEWAY_SR_TILE_SIZE": "32", "GATEWAY_SR_MAX_OUTPUT_PIXELS": "100000"})
+    handle = start_gateway(
+        triton.grpc_url,
+        tmp_path_factory.mktemp("tiling"),
+        env={"GATEWAY_SR_TILE_SIZE": "32", "GATEWAY_SR_MAX_OUTPUT_PIXELS": "100000"},
+    )
     yield handle
     handle.stop()
 
 
-def test_tiled_equals_untiled_away_from_borders(gateway: GatewayHandle, tiling_gateway: GatewayHandle) -> None:
+def test_tiled_equals_untiled_away_from_borders(
+    gateway: GatewayHandle, tiling_gateway: GatewayHandle
+) -> None:
     img = png(photo(100, 120))  # untiled on the default gateway (tile 128), 4x4-ish tiles on the other
-    whole = np.asarray(Image.open(io.BytesIO(post(gateway.url, "/v1/super-resolve", img).content)), dtype=np.int16)
-    tiled = np.asarray(Image.open(io.BytesIO(post(tiling_gateway.url, "/v1/super-resolve", img).content)),
-                       dtype=np.int16)
+    whole = np.asarray(
+        Image.open(io.BytesIO(post(gateway.url, "/v1/super-resolve", img).content)), dtype=np.int16
+    )
+    tiled = np.asarray(
+        Image.open(io.BytesIO(post(tiling_gateway.url, "/v1/super-resolve", img).content)), dtype=np.int16
+    )
     assert whole.shape == tiled.shape == (200, 240, 3)
     diff = np.abs(whole - tiled)[8:-8, 8:-8]
     assert diff.max() <= 2 and diff.mean() < 0.05  # identical but for uint8 rounding at a few pixels
@@ -102,6 +117,7 @@ def test_super_resolve_output_limit_is_413(tiling_gateway: GatewayHandle) -> Non
 
 
 # --- anomaly -------------------------------------------------------------------------------------
+
 
 def test_anomaly_score_threshold_verdict(gateway: GatewayHandle) -> None:
     from training.data.digits import raw_digit_images
@@ -117,20 +133,27 @@ def test_anomaly_score_threshold_verdict(gateway: GatewayHandle) -> None:
 
 # --- text generation -----------------------------------------------------------------------------
 
+
 def offline_greedy(ckpt: Path, prompt: str, n: int) -> str:
     from serving.textgen import CharVocab, SamplingParams
     from training.common import load_checkpoint
     from training.generate import generate
 
     c = load_checkpoint(ckpt)
-    return generate(c.model, CharVocab.from_dict(c.meta["vocabulary"]), prompt, n, SamplingParams(temperature=0.0)).text
+    return generate(
+        c.model, CharVocab.from_dict(c.meta["vocabulary"]), prompt, n, SamplingParams(temperature=0.0)
+    ).text
 
 
 @pytest.mark.parametrize("model", ["lstm", "gpt"])
-def test_generate_greedy_equals_offline(gateway: GatewayHandle, served_checkpoints: dict[str, Path],
-                                        model: str) -> None:
-    r = httpx.post(f"{gateway.url}/v1/generate", json={"prompt": "ROMEO:", "max_new_tokens": 30, "temperature": 0,
-                                                       "model": model}, timeout=60)
+def test_generate_greedy_equals_offline(
+    gateway: GatewayHandle, served_checkpoints: dict[str, Path], model: str
+) -> None:
+    r = httpx.post(
+        f"{gateway.url}/v1/generate",
+        json={"prompt": "ROMEO:", "max_new_tokens": 30, "temperature": 0, "model": model},
+        timeout=60,
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["model"] == model and body["finish_reason"] == "length"
@@ -139,7 +162,14 @@ def test_generate_greedy_equals_offline(gateway: GatewayHandle, served_checkpoin
 
 
 def test_generate_seeded_sampling_is_reproducible(gateway: GatewayHandle) -> None:
-    req = {"prompt": "To be", "max_new_tokens": 25, "temperature": 1.0, "top_k": 10, "seed": 7, "model": "gpt"}
+    req = {
+        "prompt": "To be",
+        "max_new_tokens": 25,
+        "temperature": 1.0,
+        "top_k": 10,
+        "seed": 7,
+        "model": "gpt",
+    }
     a = httpx.post(f"{gateway.url}/v1/generate", json=req, timeout=60).json()["text"]
     b = httpx.post(f"{gateway.url}/v1/generate", json=req, timeout=60).json()["text"]
     assert a == b and len(a) == 25
@@ -149,8 +179,10 @@ def test_generate_stream_sse_matches_non_stream(gateway: GatewayHandle) -> None:
     req = {"prompt": "KING:", "max_new_tokens": 20, "temperature": 0, "model": "lstm"}
     whole = httpx.post(f"{gateway.url}/v1/generate", json=req, timeout=60).json()["text"]
     texts, done = [], None
-    with httpx.Client(timeout=60) as client, connect_sse(client, "POST", f"{gateway.url}/v1/generate",
-                                                         json={**req, "stream": True}) as events:
+    with (
+        httpx.Client(timeout=60) as client,
+        connect_sse(client, "POST", f"{gateway.url}/v1/generate", json={**req, "stream": True}) as events,
+    ):
         assert events.response.headers["content-type"].startswith("text/event-stream")
         for ev in events.iter_sse():
             if ev.event == "done":
@@ -164,12 +196,16 @@ def test_generate_stream_sse_matches_non_stream(gateway: GatewayHandle) -> None:
 
 
 def test_generate_stop_string(gateway: GatewayHandle) -> None:
-    free = httpx.post(f"{gateway.url}/v1/generate", json={"prompt": "A", "max_new_tokens": 40, "temperature": 0},
-                      timeout=60).json()["text"]
+    free = httpx.post(
+        f"{gateway.url}/v1/generate", json={"prompt": "A", "max_new_tokens": 40, "temperature": 0}, timeout=60
+    ).json()["text"]
     stop = free[5:7]
-    r = httpx.post(f"{gateway.url}/v1/generate", json={"prompt": "A", "max_new_tokens": 40, "temperature": 0,
-                                                       "stop": [stop]}, timeout=60).json()
-    assert r["finish_reason"] == "stop" and r["text"] == free[:free.index(stop)]
+    r = httpx.post(
+        f"{gateway.url}/v1/generate",
+        json={"prompt": "A", "max_new_tokens": 40, "temperature": 0, "stop": [stop]},
+        timeout=60,
+    ).json()
+    assert r["finish_reason"] == "stop" and r["text"] == free[: free.index(stop)]
 
 
 def test_openai_sdk_completions_unchanged(gateway: GatewayHandle) -> None:
@@ -179,17 +215,31 @@ def test_openai_sdk_completions_unchanged(gateway: GatewayHandle) -> None:
     done = client.completions.create(model="gpt", prompt="ROMEO:", max_tokens=12, temperature=0)
     assert done.choices[0].finish_reason == "length" and len(done.choices[0].text) == 12
     assert done.usage is not None and done.usage.completion_tokens == 12
-    streamed = "".join(c.choices[0].text for c in client.completions.create(
-        model="gpt", prompt="ROMEO:", max_tokens=12, temperature=0, stream=True))
+    streamed = "".join(
+        c.choices[0].text
+        for c in client.completions.create(
+            model="gpt", prompt="ROMEO:", max_tokens=12, temperature=0, stream=True
+        )
+    )
     assert streamed == done.choices[0].text
 
 
 def test_client_disconnect_cancels_generation(gateway: GatewayHandle) -> None:
-    req = {"prompt": "ROMEO:", "max_new_tokens": 500, "temperature": 1.0, "seed": 1, "stream": True, "model": "gpt"}
-    with httpx.Client(timeout=60) as client, connect_sse(client, "POST", f"{gateway.url}/v1/generate",
-                                                         json=req) as events:
+    req = {
+        "prompt": "ROMEO:",
+        "max_new_tokens": 500,
+        "temperature": 1.0,
+        "seed": 1,
+        "stream": True,
+        "model": "gpt",
+    }
+    with (
+        httpx.Client(timeout=60) as client,
+        connect_sse(client, "POST", f"{gateway.url}/v1/generate", json=req) as events,
+    ):
         first = next(events.iter_sse())
         assert first.json()["text"]
+
     # Leaving the block closed the connection mid-stream: the gateway records the request as
     # closed by the client (499) and cancelled the Triton call; the service keeps serving.
     def cancelled_counted() -> bool:
@@ -199,18 +249,22 @@ def test_client_disconnect_cancels_generation(gateway: GatewayHandle) -> None:
     from tests.support.procs import poll
 
     poll(cancelled_counted, 10, "499 for the cancelled stream")
-    ok = httpx.post(f"{gateway.url}/v1/generate", json={"prompt": "A", "max_new_tokens": 5, "temperature": 0},
-                    timeout=60)
+    ok = httpx.post(
+        f"{gateway.url}/v1/generate", json={"prompt": "A", "max_new_tokens": 5, "temperature": 0}, timeout=60
+    )
     assert ok.status_code == 200
 
 
-@pytest.mark.parametrize(("body", "code"), [
-    ({"prompt": "", "max_new_tokens": 5}, "empty_prompt"),
-    ({"prompt": "A", "max_new_tokens": 100000}, "invalid_parameter"),
-    ({"prompt": "A", "temperature": -1}, "invalid_parameter"),
-    ({"prompt": "A", "top_p": 0}, "invalid_parameter"),
-    ({"prompt": "A", "model": "classifier"}, "wrong_task"),
-])
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({"prompt": "", "max_new_tokens": 5}, "empty_prompt"),
+        ({"prompt": "A", "max_new_tokens": 100000}, "invalid_parameter"),
+        ({"prompt": "A", "temperature": -1}, "invalid_parameter"),
+        ({"prompt": "A", "top_p": 0}, "invalid_parameter"),
+        ({"prompt": "A", "model": "classifier"}, "wrong_task"),
+    ],
+)
 def test_generate_bad_inputs_are_422(gateway: GatewayHandle, body: dict, code: str) -> None:
     r = httpx.post(f"{gateway.url}/v1/generate", json=body, timeout=30)
     assert r.status_code == 422 and r.json()["error"]["code"] == code, r.text
@@ -223,6 +277,9 @@ def test_image_routes_refuse_wrong_media_type(gateway: GatewayHandle, route: str
 
 
 def test_oversized_image_is_413(gateway: GatewayHandle) -> None:
-    r = httpx.post(f"{gateway.url}/v1/segment", content=b"\x89PNG" + b"\0" * (11 * 1024 * 1024),
-                   headers={"content-type": "image/png"})
+    r = httpx.post(
+        f"{gateway.url}/v1/segment",
+        content=b"\x89PNG" + b"\0" * (11 * 1024 * 1024),
+        headers={"content-type": "image/png"},
+    )
     assert r.status_code == 413

@@ -29,8 +29,9 @@ def text_checkpoints() -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def text_triton(tmp_path_factory: pytest.TempPathFactory, text_checkpoints: dict[str, Path]
-                ) -> Iterator[procs.TritonHandle]:
+def text_triton(
+    tmp_path_factory: pytest.TempPathFactory, text_checkpoints: dict[str, Path]
+) -> Iterator[procs.TritonHandle]:
     repo = models.build_repository(tmp_path_factory.mktemp("text-repo"), text_checkpoints, targets=("cpu",))
     handle = procs.start_triton(repo / "cpu", tmp_path_factory.mktemp("text-triton"))
     yield handle
@@ -46,15 +47,24 @@ def offline(text_checkpoints: dict[str, Path]) -> dict[str, tuple[Checkpoint, Ch
     return out
 
 
-def request_inputs(prompt: str, max_new: int, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
-                   seed: int = -1, stop: tuple[str, ...] = ()) -> list[grpcclient.InferInput]:
-    values = [("PROMPT", np.array([prompt.encode()], dtype=np.object_), "BYTES"),
-              ("MAX_NEW_TOKENS", np.array([max_new], np.int32), "INT32"),
-              ("TEMPERATURE", np.array([temperature], np.float32), "FP32"),
-              ("TOP_K", np.array([top_k], np.int32), "INT32"),
-              ("TOP_P", np.array([top_p], np.float32), "FP32"),
-              ("SEED", np.array([seed], np.int64), "INT64"),
-              ("STOP", np.array([s.encode() for s in stop], dtype=np.object_).reshape(-1), "BYTES")]
+def request_inputs(
+    prompt: str,
+    max_new: int,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = -1,
+    stop: tuple[str, ...] = (),
+) -> list[grpcclient.InferInput]:
+    values = [
+        ("PROMPT", np.array([prompt.encode()], dtype=np.object_), "BYTES"),
+        ("MAX_NEW_TOKENS", np.array([max_new], np.int32), "INT32"),
+        ("TEMPERATURE", np.array([temperature], np.float32), "FP32"),
+        ("TOP_K", np.array([top_k], np.int32), "INT32"),
+        ("TOP_P", np.array([top_p], np.float32), "FP32"),
+        ("SEED", np.array([seed], np.int64), "INT64"),
+        ("STOP", np.array([s.encode() for s in stop], dtype=np.object_).reshape(-1), "BYTES"),
+    ]
     inputs = []
     for name, arr, dtype in values:
         inp = grpcclient.InferInput(name, list(arr.shape), dtype)
@@ -106,9 +116,17 @@ class StreamClient:
         self.client.close()
 
 
-def reference(offline: dict[str, tuple[Checkpoint, CharVocab]], model: str, prompt: str, max_new: int,
-              temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int = -1,
-              stop: tuple[str, ...] = ()) -> Generation:
+def reference(
+    offline: dict[str, tuple[Checkpoint, CharVocab]],
+    model: str,
+    prompt: str,
+    max_new: int,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int = -1,
+    stop: tuple[str, ...] = (),
+) -> Generation:
     ckpt, vocab = offline[model]
     params = SamplingParams(temperature, top_k, top_p, seed if seed >= 0 else None)
     return generate(ckpt.model, vocab, prompt, max_new, params, stop)
@@ -124,7 +142,9 @@ def test_config_declares_a_decoupled_text_generator(text_triton: procs.TritonHan
 
 
 @pytest.mark.parametrize("model", ["lstm", "gpt"])
-def test_greedy_stream_equals_offline_pytorch(text_triton: procs.TritonHandle, offline: dict, model: str) -> None:
+def test_greedy_stream_equals_offline_pytorch(
+    text_triton: procs.TritonHandle, offline: dict, model: str
+) -> None:
     prompt, n = "KING.\nWhat news?\n", 70  # tiny gpt has 32 positions: 70 tokens re-feed its window twice
     client = StreamClient(text_triton.grpc_url)
     try:
@@ -140,8 +160,9 @@ def test_greedy_stream_equals_offline_pytorch(text_triton: procs.TritonHandle, o
 
 
 @pytest.mark.parametrize("model", ["lstm", "gpt"])
-def test_seeded_sampling_and_stop_strings_equal_offline(text_triton: procs.TritonHandle, offline: dict,
-                                                        model: str) -> None:
+def test_seeded_sampling_and_stop_strings_equal_offline(
+    text_triton: procs.TritonHandle, offline: dict, model: str
+) -> None:
     kw = {"prompt": "Enter ", "max_new": 60, "temperature": 0.9, "top_k": 20, "top_p": 0.95, "seed": 1234}
     free = reference(offline, model, **kw)
     stop = free.text[25:28]
@@ -154,15 +175,25 @@ def test_seeded_sampling_and_stop_strings_equal_offline(text_triton: procs.Trito
     finally:
         client.close()
     assert got["free"].text == free.text and got["free"].ids == free.token_ids
-    assert got["stop"].finish == "stop" and got["stop"].text == stopped.text == free.text[: free.text.find(stop)]
+    assert (
+        got["stop"].finish == "stop" and got["stop"].text == stopped.text == free.text[: free.text.find(stop)]
+    )
 
 
 @pytest.mark.parametrize("model", ["lstm", "gpt"])
-def test_eight_concurrent_streams_complete_and_match_offline(text_triton: procs.TritonHandle, offline: dict,
-                                                             model: str) -> None:
+def test_eight_concurrent_streams_complete_and_match_offline(
+    text_triton: procs.TritonHandle, offline: dict, model: str
+) -> None:
     """Different prompt lengths and sampling settings share the batch; each equals its own offline run."""
-    jobs = {f"r{i}": {"prompt": "ROMEO.\n" * (i % 3) + "Good morrow"[: i + 1], "max_new": 30 + 5 * i,
-                      "temperature": 0.0 if i % 2 else 0.8, "seed": i} for i in range(8)}
+    jobs = {
+        f"r{i}": {
+            "prompt": "ROMEO.\n" * (i % 3) + "Good morrow"[: i + 1],
+            "max_new": 30 + 5 * i,
+            "temperature": 0.0 if i % 2 else 0.8,
+            "seed": i,
+        }
+        for i in range(8)
+    }
     clients = [StreamClient(text_triton.grpc_url) for _ in range(2)]  # two gRPC streams, four requests each
     try:
         for i, (rid, kw) in enumerate(jobs.items()):

@@ -29,10 +29,13 @@ GPU_ONLY = re.compile(r"^nv_gpu_")  # exported only when Triton sees a GPU
 
 
 @pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory, gateway: GatewayHandle, triton: TritonHandle
-               ) -> Iterator[str]:
+def prometheus(
+    tmp_path_factory: pytest.TempPathFactory, gateway: GatewayHandle, triton: TritonHandle
+) -> Iterator[str]:
     if PROMETHEUS is None:  # .ci/install-system-deps.sh installs it; say so rather than skip silently
-        pytest.fail("the prometheus binary is missing: run .ci/install-system-deps.sh (apt-get install prometheus)")
+        pytest.fail(
+            "the prometheus binary is missing: run .ci/install-system-deps.sh (apt-get install prometheus)"
+        )
     work = tmp_path_factory.mktemp("prometheus")
     gateway_target = gateway.url.removeprefix("http://")
     triton_target = triton.metrics_url.removeprefix("http://").removesuffix("/metrics")
@@ -48,9 +51,16 @@ scrape_configs:
 """)
     port = free_port()
     log = work / "prometheus.log"
-    proc = subprocess.Popen([PROMETHEUS, f"--config.file={work / 'prometheus.yml'}",
-                             f"--storage.tsdb.path={work / 'data'}", f"--web.listen-address=127.0.0.1:{port}"],
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [
+            PROMETHEUS,
+            f"--config.file={work / 'prometheus.yml'}",
+            f"--storage.tsdb.path={work / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         poll(lambda: httpx.get(f"{url}/-/ready", timeout=2).status_code == 200, 60, "prometheus", proc, log)
@@ -79,7 +89,9 @@ def send_traffic(gateway: GatewayHandle, n: int = 30) -> None:
     Image.fromarray(np.full((8, 8), 200, np.uint8)).save(buf, format="PNG")
     with httpx.Client(base_url=gateway.url, timeout=30) as c:
         for _ in range(n):
-            assert c.post("/v1/classify", content=buf.getvalue(), headers={"content-type": "image/png"}).is_success
+            assert c.post(
+                "/v1/classify", content=buf.getvalue(), headers={"content-type": "image/png"}
+            ).is_success
 
 
 def test_promql_answers_gateway_p99_and_triton_count(prometheus: str, gateway: GatewayHandle) -> None:
@@ -115,9 +127,13 @@ def exported_names(text: str) -> set[str]:
     return names
 
 
-def test_dashboards_query_only_metrics_that_are_exported(gateway: GatewayHandle, triton: TritonHandle) -> None:
+def test_dashboards_query_only_metrics_that_are_exported(
+    gateway: GatewayHandle, triton: TritonHandle
+) -> None:
     send_traffic(gateway, 3)
-    live = exported_names(httpx.get(f"{gateway.url}/metrics").text) | exported_names(httpx.get(triton.metrics_url).text)
+    live = exported_names(httpx.get(f"{gateway.url}/metrics").text) | exported_names(
+        httpx.get(triton.metrics_url).text
+    )
     live.add("up")  # Prometheus's own series for every target
     missing = {n for n in metric_names_in_dashboards() - live if not GPU_ONLY.match(n)}
     assert not missing, f"dashboards query metrics nobody exports: {sorted(missing)}"

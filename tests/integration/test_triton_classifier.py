@@ -72,7 +72,10 @@ def test_dynamic_batching_groups_concurrent_requests(triton: TritonHandle) -> No
 
     def all_counted() -> bool:
         after = g.get_inference_statistics("classifier").model_stats[0]
-        counted[:] = [after.inference_count - before.inference_count, after.execution_count - before.execution_count]
+        counted[:] = [
+            after.inference_count - before.inference_count,
+            after.execution_count - before.execution_count,
+        ]
         return counted[0] >= 160
 
     poll(all_counted, 10, "triton statistics")

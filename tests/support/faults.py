@@ -57,15 +57,27 @@ def _children(pid: int) -> list[psutil.Process]:
         return []
 
 
-def start_gateway_main(triton_grpc_url: str, workdir: Path, env: dict[str, str] | None = None) -> GatewayHandle:
+def start_gateway_main(
+    triton_grpc_url: str, workdir: Path, env: dict[str, str] | None = None
+) -> GatewayHandle:
     """The gateway through ``python -m serving.gateway`` (settings -> uvicorn, graceful drain)."""
     port = free_port()
     log = workdir / f"gateway-{port}.log"
-    full_env = {**os.environ, "GATEWAY_TRITON_GRPC_URL": triton_grpc_url, "GATEWAY_HOST": "127.0.0.1",
-                "GATEWAY_PORT": str(port), **(env or {})}
+    full_env = {
+        **os.environ,
+        "GATEWAY_TRITON_GRPC_URL": triton_grpc_url,
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_PORT": str(port),
+        **(env or {}),
+    }
     with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "serving.gateway"], cwd=ROOT, env=full_env, stdout=out,
-                                stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving.gateway"],
+            cwd=ROOT,
+            env=full_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         poll(lambda: httpx.get(url + "/readyz", timeout=2).status_code == 200, 60, "gateway", proc, log)
@@ -98,8 +110,11 @@ def metric(url: str, name: str, **labels: str) -> float:
 def digit_png(side: int = 32, seed: int = 0, noise: bool = False) -> bytes:
     """A grayscale PNG; ``noise`` makes it incompressible (a PNG about side*side bytes)."""
     rng = np.random.default_rng(seed)
-    arr = rng.integers(0, 256, (side, side), dtype=np.uint8) if noise else \
-        np.tile(np.linspace(0, 255, side, dtype=np.uint8), (side, 1))
+    arr = (
+        rng.integers(0, 256, (side, side), dtype=np.uint8)
+        if noise
+        else np.tile(np.linspace(0, 255, side, dtype=np.uint8), (side, 1))
+    )
     buf = io.BytesIO()
     Image.fromarray(arr).save(buf, format="PNG")
     return buf.getvalue()

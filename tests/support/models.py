@@ -16,8 +16,11 @@ from tests.support.procs import ROOT
 CACHE = ROOT / "build" / "test-cache"
 # What every recipe depends on; each recipe adds its own files (keyed per recipe, so editing one
 # model's code retrains only that model's test checkpoint).
-COMMON_SOURCES = [ROOT / "training" / "common.py", ROOT / "training" / "models" / "__init__.py",
-                  ROOT / "serving" / "imaging.py"]
+COMMON_SOURCES = [
+    ROOT / "training" / "common.py",
+    ROOT / "training" / "models" / "__init__.py",
+    ROOT / "serving" / "imaging.py",
+]
 
 
 def _digest(paths: list[Path], extra: str) -> str:
@@ -55,8 +58,12 @@ TINY = ["--profile", "tiny", "--no-progress", "--threads", "2"]
 def segmenter_checkpoint() -> Path:
     from training import segment
 
-    sources = [ROOT / "training" / f for f in ("segment.py", "models/unet.py", "data/shapes.py", "data/bundled.py")]
-    return cached_checkpoint("segmenter", lambda out: segment.main([*TINY, "--out", str(out)]), sources, " ".join(TINY))
+    sources = [
+        ROOT / "training" / f for f in ("segment.py", "models/unet.py", "data/shapes.py", "data/bundled.py")
+    ]
+    return cached_checkpoint(
+        "segmenter", lambda out: segment.main([*TINY, "--out", str(out)]), sources, " ".join(TINY)
+    )
 
 
 def sr_checkpoints(scale: int = 2) -> dict[str, Path]:
@@ -64,18 +71,26 @@ def sr_checkpoints(scale: int = 2) -> dict[str, Path]:
     from training import super_resolve
 
     args = [*TINY, "--scale", str(scale)]
-    sources = [ROOT / "training" / f for f in ("super_resolve.py", "models/srgan.py", "data/photos.py",
-                                               "data/bundled.py")]
-    out = cached_run(f"sr_x{scale}", lambda o: super_resolve.main([*args, "--out", str(o)]), sources, " ".join(args))
+    sources = [
+        ROOT / "training" / f
+        for f in ("super_resolve.py", "models/srgan.py", "data/photos.py", "data/bundled.py")
+    ]
+    out = cached_run(
+        f"sr_x{scale}", lambda o: super_resolve.main([*args, "--out", str(o)]), sources, " ".join(args)
+    )
     return {f"sr_{v}_x{scale}": out / f"sr_{v}_x{scale}" / "model.pt" for v in ("psnr", "gan")}
 
 
 def anomaly_checkpoint() -> Path:
     from training import anomaly
 
-    sources = [ROOT / "training" / f for f in ("anomaly.py", "models/autoencoder.py", "data/anomaly.py",
-                                               "data/digits.py")]
-    return cached_checkpoint("anomaly", lambda out: anomaly.main([*TINY, "--out", str(out)]), sources, " ".join(TINY))
+    sources = [
+        ROOT / "training" / f
+        for f in ("anomaly.py", "models/autoencoder.py", "data/anomaly.py", "data/digits.py")
+    ]
+    return cached_checkpoint(
+        "anomaly", lambda out: anomaly.main([*TINY, "--out", str(out)]), sources, " ".join(TINY)
+    )
 
 
 CLASSIFIER_ARGS = ["--profile", "quick", "--epochs", "12", "--no-progress", "--threads", "2"]
@@ -85,8 +100,12 @@ def classifier_checkpoint() -> Path:
     from training import classify
 
     sources = [ROOT / "training" / f for f in ("classify.py", "models/resnet.py", "data/digits.py")]
-    return cached_checkpoint("classifier", lambda out: classify.main([*CLASSIFIER_ARGS, "--out", str(out)]),
-                             sources, " ".join(CLASSIFIER_ARGS))
+    return cached_checkpoint(
+        "classifier",
+        lambda out: classify.main([*CLASSIFIER_ARGS, "--out", str(out)]),
+        sources,
+        " ".join(CLASSIFIER_ARGS),
+    )
 
 
 def variant_checkpoint(ckpt: Path, seed: int, scale: float = 0.02) -> Path:
@@ -101,14 +120,18 @@ def variant_checkpoint(ckpt: Path, seed: int, scale: float = 0.02) -> Path:
         gen = torch.Generator().manual_seed(seed)
         for key, t in payload["state_dict"].items():
             if t.is_floating_point() and t.numel() > 1 and "running_" not in key:  # not batch-norm statistics
-                payload["state_dict"][key] = t + torch.randn(t.shape, generator=gen) * (scale * float(t.std()))
+                payload["state_dict"][key] = t + torch.randn(t.shape, generator=gen) * (
+                    scale * float(t.std())
+                )
         out.parent.mkdir(exist_ok=True)
         torch.save(payload, out.with_suffix(".tmp"))
         out.with_suffix(".tmp").replace(out)
     return out
 
 
-def build_repository(dest: Path, checkpoints: dict[str, Path], targets: tuple[str, ...] = ("cpu", "gpu")) -> Path:
+def build_repository(
+    dest: Path, checkpoints: dict[str, Path], targets: tuple[str, ...] = ("cpu", "gpu")
+) -> Path:
     from export.__main__ import main as export_main
 
     args = []

@@ -43,11 +43,23 @@ class TritonHandle:
         self.proc.wait()
 
 
-def start_triton(repo: Path, workdir: Path, model_control: str = "none", load_models: list[str] | None = None,
-                 ports: tuple[int, int, int] | None = None) -> TritonHandle:
+def start_triton(
+    repo: Path,
+    workdir: Path,
+    model_control: str = "none",
+    load_models: list[str] | None = None,
+    ports: tuple[int, int, int] | None = None,
+) -> TritonHandle:
     http, grpc, metrics = ports or (free_port(), free_port(), free_port())
-    cfg = launcher.TritonConfig(repo, http, grpc, metrics, backend_dir=ROOT / "build" / "triton-backends",
-                                model_control=model_control, load_models=load_models or [])
+    cfg = launcher.TritonConfig(
+        repo,
+        http,
+        grpc,
+        metrics,
+        backend_dir=ROOT / "build" / "triton-backends",
+        model_control=model_control,
+        load_models=load_models or [],
+    )
     log = workdir / f"triton-{grpc}.log"
     proc = launcher.start(cfg, log)
     try:
@@ -78,14 +90,27 @@ class GatewayHandle:
                 self.proc.wait()
 
 
-def start_gateway(triton_grpc_url: str, workdir: Path, env: dict[str, str] | None = None,
-                  wait_ready: bool = True) -> GatewayHandle:
+def start_gateway(
+    triton_grpc_url: str, workdir: Path, env: dict[str, str] | None = None, wait_ready: bool = True
+) -> GatewayHandle:
     """The gateway as its own uvicorn process, exactly as it is deployed."""
     port = free_port()
     log = workdir / f"gateway-{port}.log"
     full_env = {**os.environ, "GATEWAY_TRITON_GRPC_URL": triton_grpc_url, **(env or {})}
-    cmd = [sys.executable, "-m", "uvicorn", "--factory", "serving.gateway.main:create_app",
-           "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--factory",
+        "serving.gateway.main:create_app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
     out = log.open("ab")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

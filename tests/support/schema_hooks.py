@@ -21,8 +21,9 @@ STATS: Counter[str] = Counter()
 
 
 @schemathesis.check
-def server_error_unless_own_deadline(ctx: schemathesis.CheckContext, response: schemathesis.Response,
-                                     case: schemathesis.Case) -> bool | None:
+def server_error_unless_own_deadline(
+    ctx: schemathesis.CheckContext, response: schemathesis.Response, case: schemathesis.Case
+) -> bool | None:
     STATS["responses"] += 1
     STATS[f"{response.status_code // 100}xx"] += 1
     headers = {k.lower(): v for k, v in (case.headers or {}).items()}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-MODEL_PY = '''
+MODEL_PY = """
 import json
 import time
 
@@ -53,25 +53,29 @@ class TritonPythonModel:
             self._log(f"{r.request_id()} done")
             responses.append(pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("probs", probs)]))
         return responses
-'''
+"""
 
 
 def _param(key: str, value: str) -> str:
     return f'parameters {{ key: "{key}" value {{ string_value: {json.dumps(value)} }} }}\n'
 
 
-def write_slow_model(repo: Path, event_log: Path, name: str = "slow_classifier", sleep_ms: int = 1000,
-                     max_batch_size: int = 16) -> Path:
+def write_slow_model(
+    repo: Path, event_log: Path, name: str = "slow_classifier", sleep_ms: int = 1000, max_batch_size: int = 16
+) -> Path:
     """Write ``repo/<name>/`` (config.pbtxt + 1/model.py); return the model folder."""
     labels = [str(i) for i in range(10)]
     config = (
         f'name: "{name}"\nbackend: "python"\nmax_batch_size: {max_batch_size}\n'
         'input { name: "image" data_type: TYPE_UINT8 dims: [1, 32, 32] }\n'
         'output { name: "probs" data_type: TYPE_FP32 dims: [10] }\n'
-        'instance_group { count: 1 kind: KIND_CPU }\n'
-        'dynamic_batching { }\n'
-        + _param("task", "classification") + _param("channels", "1") + _param("image_size", "32")
-        + _param("labels", json.dumps(labels)) + _param("sleep_ms", str(sleep_ms))
+        "instance_group { count: 1 kind: KIND_CPU }\n"
+        "dynamic_batching { }\n"
+        + _param("task", "classification")
+        + _param("channels", "1")
+        + _param("image_size", "32")
+        + _param("labels", json.dumps(labels))
+        + _param("sleep_ms", str(sleep_ms))
         + _param("event_log", str(event_log.resolve()))
     )
     folder = repo / name

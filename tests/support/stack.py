@@ -63,9 +63,17 @@ def start_stack(repo: Path, workdir: Path, env: dict[str, str] | None = None) ->
     triton = procs.start_triton(repo / "cpu", workdir, model_control="explicit", load_models=["*"])
     grpc_port = procs.free_port()
     try:
-        gateway = procs.start_gateway(triton.grpc_url, workdir, env={
-            "GATEWAY_GRPC_PORT": str(grpc_port), "GATEWAY_ADMIN_KEY": ADMIN_KEY,
-            "GATEWAY_TRITON_HTTP_URL": triton.http_url, "GATEWAY_REQUEST_LOG": "false", **(env or {})})
+        gateway = procs.start_gateway(
+            triton.grpc_url,
+            workdir,
+            env={
+                "GATEWAY_GRPC_PORT": str(grpc_port),
+                "GATEWAY_ADMIN_KEY": ADMIN_KEY,
+                "GATEWAY_TRITON_HTTP_URL": triton.http_url,
+                "GATEWAY_REQUEST_LOG": "false",
+                **(env or {}),
+            },
+        )
     except Exception:
         triton.stop()
         raise

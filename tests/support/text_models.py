@@ -20,8 +20,12 @@ def text_checkpoint(arch: str) -> Path:
     from training import generate
 
     args = [*TEXT_ARGS, "--arch", arch]
-    return cached_checkpoint(f"text-{arch}", lambda out: generate.main([*args, "--out", str(out)]),
-                             [ROOT / "serving" / "textgen.py"], " ".join(args))
+    return cached_checkpoint(
+        f"text-{arch}",
+        lambda out: generate.main([*args, "--out", str(out)]),
+        [ROOT / "serving" / "textgen.py"],
+        " ".join(args),
+    )
 
 
 def load_generator_module(version_dir: Path) -> Any:
@@ -34,7 +38,9 @@ def load_generator_module(version_dir: Path) -> Any:
         stub = types.ModuleType("triton_python_backend_utils")
         stub.TRITONSERVER_RESPONSE_COMPLETE_FINAL = 1  # type: ignore[attr-defined]
         sys.modules["triton_python_backend_utils"] = stub
-    spec = importlib.util.spec_from_file_location(f"generator_{abs(hash(version_dir))}", version_dir / "model.py")
+    spec = importlib.util.spec_from_file_location(
+        f"generator_{abs(hash(version_dir))}", version_dir / "model.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules

@@ -14,7 +14,9 @@ from tests.support.procs import free_port
 
 @pytest.fixture()
 def client() -> Iterator[TestClient]:
-    settings = Settings(triton_grpc_url=f"127.0.0.1:{free_port()}", discovery_timeout_s=0.3, triton_timeout_s=1.0)
+    settings = Settings(
+        triton_grpc_url=f"127.0.0.1:{free_port()}", discovery_timeout_s=0.3, triton_timeout_s=1.0
+    )
     with TestClient(create_app(settings)) as c:
         yield c
 

@@ -35,11 +35,19 @@ def row(value: int) -> dict[str, np.ndarray]:
     return {"x": np.full((1, 3), value, dtype=np.uint8)}
 
 
-async def submit(c: Coalescer, fake: FakeTriton, value: int, max_rows: int = 8, max_calls: int = 1,
-                 timeout: float = 5.0) -> InferResult:
+async def submit(
+    c: Coalescer, fake: FakeTriton, value: int, max_rows: int = 8, max_calls: int = 1, timeout: float = 5.0
+) -> InferResult:
     inputs = row(value)
-    return await c.submit(Coalescer.key("m", "", inputs, ["y"]), inputs, fake, max_rows=max_rows,
-                          max_calls=max_calls, timeout=timeout, request_id=f"r{value}")
+    return await c.submit(
+        Coalescer.key("m", "", inputs, ["y"]),
+        inputs,
+        fake,
+        max_rows=max_rows,
+        max_calls=max_calls,
+        timeout=timeout,
+        request_id=f"r{value}",
+    )
 
 
 async def settle() -> None:

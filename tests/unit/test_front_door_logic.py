@@ -25,9 +25,15 @@ from tests.support.procs import free_port
 
 
 def info(*versions: str) -> ModelInfo:
-    return ModelInfo(name="m", version=versions[-1], task="classification",
-                     inputs=[TensorInfo("image", "UINT8", (1, 4, 4))], outputs=[TensorInfo("probs", "FP32", (3,))],
-                     max_batch_size=8, versions=versions)
+    return ModelInfo(
+        name="m",
+        version=versions[-1],
+        task="classification",
+        inputs=[TensorInfo("image", "UINT8", (1, 4, 4))],
+        outputs=[TensorInfo("probs", "FP32", (3,))],
+        max_batch_size=8,
+        versions=versions,
+    )
 
 
 def no_header(_: str) -> None:
@@ -44,8 +50,10 @@ def test_split_validation() -> None:
         TrafficSplit(stable="1", canary="x", canary_percent=10)
     with pytest.raises(ValidationError):
         TrafficSplit(stable="1", canary="2", canary_percent=-1)
-    assert TrafficSplit(stable="1", canary="2", canary_percent=5, sticky_header="X-Canary-Key").sticky_header \
+    assert (
+        TrafficSplit(stable="1", canary="2", canary_percent=5, sticky_header="X-Canary-Key").sticky_header
         == "x-canary-key"
+    )
 
 
 def test_no_split_leaves_the_choice_to_triton_and_pins_win() -> None:
@@ -70,8 +78,10 @@ def test_sticky_split_is_deterministic_and_spread() -> None:
     r.splits["m"] = TrafficSplit(stable="1", canary="2", canary_percent=50, sticky_header="x-canary-key")
     picks = {}
     for i in range(400):
+
         def header(name: str, key: str = f"user-{i}") -> str | None:
             return key if name == "x-canary-key" else None
+
         picks[i] = {r.choose("m", info("1", "2"), None, header) for _ in range(3)}
     assert all(len(p) == 1 for p in picks.values())
     share = sum("2" in p for p in picks.values()) / len(picks)
@@ -89,10 +99,19 @@ def test_restriction_keeps_traffic_off_leaving_versions() -> None:
 
 def test_binary_and_json_inputs_build_one_grpc_request() -> None:
     x = np.arange(16, dtype=np.uint8).reshape(1, 1, 4, 4)
-    head = {"inputs": [{"name": "image", "shape": [1, 1, 4, 4], "datatype": "UINT8",
-                        "parameters": {"binary_data_size": 16}}],
-            "outputs": [{"name": "probs", "parameters": {"binary_data": True, "classification": 2}}],
-            "parameters": {"priority": 1}, "id": "r1"}
+    head = {
+        "inputs": [
+            {
+                "name": "image",
+                "shape": [1, 1, 4, 4],
+                "datatype": "UINT8",
+                "parameters": {"binary_data_size": 16},
+            }
+        ],
+        "outputs": [{"name": "probs", "parameters": {"binary_data": True, "classification": 2}}],
+        "parameters": {"priority": 1},
+        "id": "r1",
+    }
     raw = orjson.dumps(head)
     header, tail = kserve.split_body(raw + x.tobytes(), str(len(raw)))
     req, plan = kserve.build_request(header, tail, "m", "2", "gw-id", info("1", "2"), 1000)
@@ -105,7 +124,6 @@ def test_binary_and_json_inputs_build_one_grpc_request() -> None:
     assert req2.raw_input_contents[0] == x.tobytes() and req2.id == "gw-id" and not plan2.binary_default
 
 
-
 def test_bytes_tensors_both_ways() -> None:
     head = {"inputs": [{"name": "prompt", "shape": [2], "datatype": "BYTES", "data": ["hi", "h\u00e9"]}]}
     req, _ = kserve.build_request(head, memoryview(b""), "m", "", "", None, 1000)
@@ -116,18 +134,55 @@ def test_bytes_tensors_both_ways() -> None:
     body, hlen = kserve.encode_response(resp, kserve.OutputPlan())
     assert hlen is None and json.loads(body)["outputs"][0]["data"] == ["hi", "h\u00e9"]
 
-@pytest.mark.parametrize(("head", "tail", "code"), [
-    ({"inputs": [{"name": "image", "shape": [1, 1, 4, 4], "datatype": "UINT8",
-                  "parameters": {"binary_data_size": 16}}]}, b"\0" * 15, "shape_mismatch"),
-    ({"inputs": [{"name": "image", "shape": [1, 1, 4, 4], "datatype": "UINT8", "data": [1] * 16}]}, b"\0",
-     "shape_mismatch"),
-    ({"inputs": [{"name": "image", "shape": [1, 1, 4, 4], "datatype": "UINT8",
-                  "parameters": {"shared_memory_region": "r"}}]}, b"", "unsupported"),
-    ({"inputs": [{"name": "image", "shape": [2, 1, 4, 4], "datatype": "UINT8", "data": [300] * 32}]}, b"",
-     "value_out_of_range"),
-    ({"inputs": [{"name": "image", "shape": [1, 1, 5, 4], "datatype": "UINT8", "data": [1] * 20}]}, b"",
-     "shape_mismatch"),
-])
+
+@pytest.mark.parametrize(
+    ("head", "tail", "code"),
+    [
+        (
+            {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "shape": [1, 1, 4, 4],
+                        "datatype": "UINT8",
+                        "parameters": {"binary_data_size": 16},
+                    }
+                ]
+            },
+            b"\0" * 15,
+            "shape_mismatch",
+        ),
+        (
+            {"inputs": [{"name": "image", "shape": [1, 1, 4, 4], "datatype": "UINT8", "data": [1] * 16}]},
+            b"\0",
+            "shape_mismatch",
+        ),
+        (
+            {
+                "inputs": [
+                    {
+                        "name": "image",
+                        "shape": [1, 1, 4, 4],
+                        "datatype": "UINT8",
+                        "parameters": {"shared_memory_region": "r"},
+                    }
+                ]
+            },
+            b"",
+            "unsupported",
+        ),
+        (
+            {"inputs": [{"name": "image", "shape": [2, 1, 4, 4], "datatype": "UINT8", "data": [300] * 32}]},
+            b"",
+            "value_out_of_range",
+        ),
+        (
+            {"inputs": [{"name": "image", "shape": [1, 1, 5, 4], "datatype": "UINT8", "data": [1] * 20}]},
+            b"",
+            "shape_mismatch",
+        ),
+    ],
+)
 def test_bad_tensors_are_4xx(head: dict, tail: bytes, code: str) -> None:
     with pytest.raises(errors.APIError) as err:
         kserve.build_request(head, memoryview(tail), "m", "", "", info("1"), 1000)
@@ -146,7 +201,7 @@ def test_response_json_and_binary_and_non_utf8_bytes() -> None:
     assert head["outputs"][1]["parameters"]["binary_data_size"] == 6  # not text: sent binary instead
     body, hlen = kserve.encode_response(resp, kserve.OutputPlan(binary_default=True))
     head = json.loads(body[:hlen])
-    assert np.frombuffer(body[hlen:hlen + 12], "<f4").tolist() == [0.5, 0.25, 0.25]
+    assert np.frombuffer(body[hlen : hlen + 12], "<f4").tolist() == [0.5, 0.25, 0.25]
 
 
 def test_decompression_is_bounded() -> None:
@@ -171,8 +226,13 @@ def test_config_json_keeps_64_bit_numbers() -> None:
 
 @pytest.fixture()
 def admin_client() -> Iterator[TestClient]:
-    settings = Settings(triton_grpc_url=f"127.0.0.1:{free_port()}", discovery_timeout_s=0.3, triton_timeout_s=1.0,
-                        admin_key="secret", request_log=False)
+    settings = Settings(
+        triton_grpc_url=f"127.0.0.1:{free_port()}",
+        discovery_timeout_s=0.3,
+        triton_timeout_s=1.0,
+        admin_key="secret",
+        request_log=False,
+    )
     with TestClient(create_app(settings)) as c:
         yield c
 
@@ -180,15 +240,20 @@ def admin_client() -> Iterator[TestClient]:
 def test_admin_key_checks(admin_client: TestClient) -> None:
     assert admin_client.get("/admin/models").status_code == 401
     assert admin_client.get("/admin/models", headers={"X-Admin-Key": "nope"}).status_code == 403
-    r = admin_client.put("/admin/models/m/traffic", headers={"X-Admin-Key": "secret"},
-                         json={"stable": "1", "canary": "2", "canary_percent": 10})
+    r = admin_client.put(
+        "/admin/models/m/traffic",
+        headers={"X-Admin-Key": "secret"},
+        json={"stable": "1", "canary": "2", "canary_percent": 10},
+    )
     assert r.status_code == 200 and r.json()["traffic"]["canary"] == "2" and r.json()["warnings"]
     assert admin_client.get("/admin/models/m/traffic", headers={"X-Admin-Key": "secret"}).json()["traffic"]
     assert "/admin/models" not in admin_client.get("/openapi.json").json()["paths"]
 
 
 def test_admin_off_without_a_key() -> None:
-    settings = Settings(triton_grpc_url=f"127.0.0.1:{free_port()}", discovery_timeout_s=0.3, request_log=False)
+    settings = Settings(
+        triton_grpc_url=f"127.0.0.1:{free_port()}", discovery_timeout_s=0.3, request_log=False
+    )
     with TestClient(create_app(settings)) as c:
         r = c.get("/admin/models", headers={"X-Admin-Key": ""})
         assert r.status_code == 403 and r.json()["error"]["code"] == "admin_disabled"
@@ -203,9 +268,14 @@ def test_generated_config_serves_two_versions_at_once(tmp_path: Path) -> None:
 
     onnx_file = tmp_path / "m.onnx"
     onnx_file.write_bytes(b"v1")
-    model = RepositoryModel(name="clf", task="classification", inputs=[TensorSpec("image", "uint8", [-1, 1, 4, 4])],
-                            outputs=[TensorSpec("probs", "float32", [-1, 3])], files={"model.onnx": onnx_file},
-                            card={"metrics": {"test_accuracy": 0.9}})
+    model = RepositoryModel(
+        name="clf",
+        task="classification",
+        inputs=[TensorSpec("image", "uint8", [-1, 1, 4, 4])],
+        outputs=[TensorSpec("probs", "float32", [-1, 3])],
+        files={"model.onnx": onnx_file},
+        card={"metrics": {"test_accuracy": 0.9}},
+    )
     repo = tmp_path / "repo"
     write_model(repo, "cpu", model)
     onnx_file.write_bytes(b"v2")  # retrained

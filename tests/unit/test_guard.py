@@ -21,8 +21,9 @@ KEY = "unit-test-key-0123456789"
 
 
 def settings(**kw: object) -> Settings:
-    return Settings(triton_grpc_url=f"127.0.0.1:{free_port()}", discovery_timeout_s=0.2, triton_timeout_s=1.0,
-                    **kw)
+    return Settings(
+        triton_grpc_url=f"127.0.0.1:{free_port()}", discovery_timeout_s=0.2, triton_timeout_s=1.0, **kw
+    )
 
 
 @pytest.fixture()
@@ -123,7 +124,11 @@ def test_per_key_limit_from_the_file(secured: TestClient) -> None:
     h = {"X-API-Key": "limited-key-0123456789"}
     assert [secured.get("/v1/models", headers=h).status_code for _ in range(2)] == [200, 200]
     r = secured.get("/v1/models", headers=h)
-    assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited" and int(r.headers["retry-after"]) >= 1
+    assert (
+        r.status_code == 429
+        and r.json()["error"]["code"] == "rate_limited"
+        and int(r.headers["retry-after"]) >= 1
+    )
     assert secured.get("/v1/models", headers={"X-API-Key": KEY}).status_code == 200
 
 
@@ -158,16 +163,24 @@ def test_cors_off_by_default_on_when_configured() -> None:
 def test_openapi_documents_real_error_responses() -> None:
     with TestClient(create_app(settings())) as c:
         spec = c.get("/openapi.json").json()
-    assert "HTTPValidationError" not in spec["components"]["schemas"] and "securitySchemes" not in spec["components"]
+    assert (
+        "HTTPValidationError" not in spec["components"]["schemas"]
+        and "securitySchemes" not in spec["components"]
+    )
     op = spec["paths"]["/v1/classify"]["post"]
     for status in ("400", "404", "413", "415", "422", "429", "503", "504"):
         assert op["responses"][status]["content"]["application/json"]["schema"] == {
-            "$ref": "#/components/schemas/ErrorBody"}, status
-    assert "Retry-After" in op["responses"]["429"]["headers"] and "X-Request-ID" in op["responses"]["200"]["headers"]
+            "$ref": "#/components/schemas/ErrorBody"
+        }, status
+    assert (
+        "Retry-After" in op["responses"]["429"]["headers"]
+        and "X-Request-ID" in op["responses"]["200"]["headers"]
+    )
     assert any(p["name"] == "X-Request-Timeout" for p in op["parameters"]) and "security" not in op
     health = spec["paths"]["/healthz"]["get"]
-    assert "429" not in health["responses"] and not any(p["name"] == "X-Request-Timeout"
-                                                         for p in health.get("parameters", []))
+    assert "429" not in health["responses"] and not any(
+        p["name"] == "X-Request-Timeout" for p in health.get("parameters", [])
+    )
     with TestClient(create_app(settings(api_keys=KEY))) as c:
         spec = c.get("/openapi.json").json()
     assert set(spec["components"]["securitySchemes"]) == {"bearer", "apiKey"}
@@ -211,6 +224,8 @@ def test_invalid_utf8_json_body_is_422() -> None:
 
     app.add_api_route("/v1/echo", echo, methods=["POST"])
     with TestClient(app) as c:
-        r = c.post("/v1/echo", content=b'{"prompt": "\xff\xfe"}', headers={"content-type": "application/json"})
+        r = c.post(
+            "/v1/echo", content=b'{"prompt": "\xff\xfe"}', headers={"content-type": "application/json"}
+        )
         assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_utf8"
         assert c.post("/v1/echo", json={"prompt": "ok"}).json() == {"prompt": "ok"}

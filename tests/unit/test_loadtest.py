@@ -66,8 +66,16 @@ def test_open_loop_sends_the_scheduled_count() -> None:
 
 def test_sse_counter_reads_the_gateway_stream() -> None:
     c = SSECounter()
-    for line in ['data: {"text": "Fair "}', "", 'data: {"text": "Verona"}', "", "event: done",
-                 'data: {"finish_reason": "length", "usage": {"completion_tokens": 11}}', "", "data: [DONE]"]:
+    for line in [
+        'data: {"text": "Fair "}',
+        "",
+        'data: {"text": "Verona"}',
+        "",
+        "event: done",
+        'data: {"finish_reason": "length", "usage": {"completion_tokens": 11}}',
+        "",
+        "data: [DONE]",
+    ]:
         c.feed_line(line)
     assert c.tokens == 11 and c.total == 11 and c.error is None and c.first_token_at is not None
     err = SSECounter()
@@ -77,8 +85,18 @@ def test_sse_counter_reads_the_gateway_stream() -> None:
 
 
 def test_streams_report_ttft_and_tokens() -> None:
-    run = RunResult("gen", "closed", 2, 1.0, np.array([0.5, 0.7]), ["200", "200"], np.array([True, True]),
-                    np.array([0.01, 0.02]), np.array([64, 64]), 0.1)
+    run = RunResult(
+        "gen",
+        "closed",
+        2,
+        1.0,
+        np.array([0.5, 0.7]),
+        ["200", "200"],
+        np.array([True, True]),
+        np.array([0.01, 0.02]),
+        np.array([64, 64]),
+        0.1,
+    )
     s = summarise(run)
     assert s["tokens"] == 128 and s["tokens_per_s"] == 128.0 and s["ttft_ms"]["p50"] == pytest.approx(15.0)
     assert "gen" in format_table([s])
@@ -91,24 +109,37 @@ def test_request_builders() -> None:
     boundary = ctype.split("boundary=")[1]
     assert body.startswith(f"--{boundary}\r\n".encode()) and body.endswith(f"--{boundary}--\r\n".encode())
     spec = build_request("classify", model="classifier")
-    assert spec.path == "/v1/classify?model=classifier" and spec.headers["Content-Type"].startswith("multipart/")
+    assert spec.path == "/v1/classify?model=classifier" and spec.headers["Content-Type"].startswith(
+        "multipart/"
+    )
     gen = build_request("generate", max_new_tokens=8)
     assert gen.stream and b'"stream": true' in gen.body and b'"max_new_tokens": 8' in gen.body
 
 
 def test_cli_help_and_loopback_only() -> None:
-    ok = subprocess.run([sys.executable, "-m", "deploy.loadtest", "--help"], cwd=ROOT, capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "deploy.loadtest", "--help"], cwd=ROOT, capture_output=True, text=True
+    )
     assert ok.returncode == 0 and "--concurrency" in ok.stdout and "--rate" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "deploy.loadtest", "--url", "http://10.0.0.1:8080"], cwd=ROOT,
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "deploy.loadtest", "--url", "http://10.0.0.1:8080"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "loopback" in bad.stderr
 
 
 def test_locustfile_imports() -> None:
     # In a child process: importing locust monkey-patches the standard library with gevent.
     code = "import deploy.loadtest.locustfile as m; assert m.GatewayUser and m.SPECS['classify'].body"
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
-                       env={"LOADTEST_ROUTES": "classify,generate", "PATH": "/usr/bin:/bin"})
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={"LOADTEST_ROUTES": "classify,generate", "PATH": "/usr/bin:/bin"},
+    )
     assert r.returncode == 0, r.stderr[-2000:]
 
 
@@ -136,14 +167,24 @@ async def test_raw_client_against_a_real_server() -> None:
         served = 0
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
-            length = int(next(ln.split(b":")[1] for ln in head.split(b"\r\n")
-                              if ln.lower().startswith(b"content-length")))
+            length = int(
+                next(
+                    ln.split(b":")[1]
+                    for ln in head.split(b"\r\n")
+                    if ln.lower().startswith(b"content-length")
+                )
+            )
             seen.append(await reader.readexactly(length))
             served += 1
             status = b"200 OK" if served % 3 else b"422 Unprocessable"
             closing = served == 5
-            writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Length: 2\r\n"
-                         + (b"Connection: close\r\n" if closing else b"") + b"\r\n{}")
+            writer.write(
+                b"HTTP/1.1 "
+                + status
+                + b"\r\nContent-Length: 2\r\n"
+                + (b"Connection: close\r\n" if closing else b"")
+                + b"\r\n{}"
+            )
             await writer.drain()
             if closing or served == 3:  # 3: closed without saying so, as an idle keep-alive timeout does
                 writer.close()
@@ -151,7 +192,9 @@ async def test_raw_client_against_a_real_server() -> None:
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    target = HttpTarget(f"http://127.0.0.1:{port}", RequestSpec("classify", "/v1/classify", b"abc", {}), "raw")
+    target = HttpTarget(
+        f"http://127.0.0.1:{port}", RequestSpec("classify", "/v1/classify", b"abc", {}), "raw"
+    )
     await target.open(2)
     try:
         run = await run_closed(target, 2, 5.0, 20, 0.0)

@@ -26,12 +26,18 @@ def _image(cfg: Any) -> torch.Tensor:
 
 
 def _tokens(cfg: Any) -> torch.Tensor:
-    return torch.randint(0, cfg.vocab_size, (2, min(12, getattr(cfg, "context_length", 12))), dtype=torch.int64)
+    return torch.randint(
+        0, cfg.vocab_size, (2, min(12, getattr(cfg, "context_length", 12))), dtype=torch.int64
+    )
 
 
 # Fallback inputs for modules without example_input(cfg).
 EXAMPLES: dict[str, Callable[[Any], torch.Tensor]] = {
-    "resnet": _image, "lenet5": _image, "vgg": _image, "lstm_lm": _tokens, "gpt": _tokens,
+    "resnet": _image,
+    "lenet5": _image,
+    "vgg": _image,
+    "lstm_lm": _tokens,
+    "gpt": _tokens,
 }
 # Expected shape of the (first) output, from the config and the input.
 EXPECTED: dict[str, Callable[[Any, torch.Tensor], Shape]] = {
@@ -57,8 +63,11 @@ EXTRA_CONFIGS: list[tuple[str, dict[str, Any]]] = [
 def cases() -> list[Any]:
     registered = list_models()
     out = [pytest.param(name, {}, id=name) for name in registered]
-    out += [pytest.param(name, over, id=f"{name}-{'-'.join(f'{k}={v}' for k, v in over.items())}")
-            for name, over in EXTRA_CONFIGS if name in registered]
+    out += [
+        pytest.param(name, over, id=f"{name}-{'-'.join(f'{k}={v}' for k, v in over.items())}")
+        for name, over in EXTRA_CONFIGS
+        if name in registered
+    ]
     return out
 
 
@@ -68,8 +77,10 @@ def example_for(name: str, cfg: Any) -> torch.Tensor:
         return module.example_input(cfg)
     if name in EXAMPLES:
         return EXAMPLES[name](cfg)
-    pytest.fail(f"no example input for registered model {name!r}: add `example_input(cfg)` to "
-                f"{module.__name__} or an entry to EXAMPLES in {__file__}")
+    pytest.fail(
+        f"no example input for registered model {name!r}: add `example_input(cfg)` to "
+        f"{module.__name__} or an entry to EXAMPLES in {__file__}"
+    )
 
 
 def outputs_of(y: Any) -> list[torch.Tensor]:
@@ -84,7 +95,9 @@ def test_forward_shape_finite_and_gradients(name: str, overrides: dict[str, Any]
     model = build_model(name, cfg)
     x = example_for(name, cfg)
     if name not in EXPECTED:
-        pytest.fail(f"no expected output shape for registered model {name!r}: add an entry to EXPECTED in {__file__}")
+        pytest.fail(
+            f"no expected output shape for registered model {name!r}: add an entry to EXPECTED in {__file__}"
+        )
 
     model.train()
     ys = outputs_of(model(x))

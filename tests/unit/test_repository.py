@@ -15,9 +15,13 @@ def entry(tmp_path: Path) -> RepositoryModel:
     onnx_file = tmp_path / "m.onnx"
     onnx_file.write_bytes(b"not really onnx")
     return RepositoryModel(
-        name="clf", task="classification",
-        inputs=[TensorSpec("image", "uint8", [-1, 1, 32, 32])], outputs=[TensorSpec("probs", "float32", [-1, 10])],
-        files={"model.onnx": onnx_file}, labels=[str(i) for i in range(10)], parameters={"image_size": "32"},
+        name="clf",
+        task="classification",
+        inputs=[TensorSpec("image", "uint8", [-1, 1, 32, 32])],
+        outputs=[TensorSpec("probs", "float32", [-1, 10])],
+        files={"model.onnx": onnx_file},
+        labels=[str(i) for i in range(10)],
+        parameters={"image_size": "32"},
     )
 
 

@@ -29,13 +29,16 @@ def text_ckpt(request: pytest.FixtureRequest) -> Path:
 
 
 def small_model(arch: str, **over: object) -> torch.nn.Module:
-    cfg = {"lstm_lm": {"embed_dim": 16, "hidden_size": 24, "num_layers": 2},
-           "gpt": {"d_model": 32, "n_layer": 2, "n_head": 4, "context_length": 24}}[arch]
+    cfg = {
+        "lstm_lm": {"embed_dim": 16, "hidden_size": 24, "num_layers": 2},
+        "gpt": {"d_model": 32, "n_layer": 2, "n_head": 4, "context_length": 24},
+    }[arch]
     torch.manual_seed(0)
     return build_model(arch, {**cfg, "vocab_size": len(VOCAB), "dropout": 0.0, **over}).eval()
 
 
 # --- tokeniser ----------------------------------------------------------------------------------
+
 
 def test_tokeniser_round_trip_and_folding() -> None:
     text = "Ham.\nTo be, or not to be: that is the question!\n"
@@ -68,10 +71,15 @@ def test_corpus_vocabulary_covers_the_texts() -> None:
 
 # --- sampling -----------------------------------------------------------------------------------
 
+
 def test_sampling_is_deterministic_per_seed_and_batch_independent() -> None:
     logits = np.random.default_rng(0).standard_normal((4, 30)).astype(np.float32)
-    params = [SamplingParams(1.0, 0, 1.0, 7), SamplingParams(0.7, 5, 1.0, 8), SamplingParams(1.2, 0, 0.8, 9),
-              SamplingParams(0.0, 0, 1.0, 10)]
+    params = [
+        SamplingParams(1.0, 0, 1.0, 7),
+        SamplingParams(0.7, 5, 1.0, 8),
+        SamplingParams(1.2, 0, 0.8, 9),
+        SamplingParams(0.0, 0, 1.0, 10),
+    ]
 
     def run(rows: list[int], steps: int = 50) -> np.ndarray:
         rngs = [params[i].rng() for i in rows]
@@ -111,8 +119,13 @@ def test_greedy_does_not_advance_the_rng() -> None:
 
 
 def test_sampling_params_validation() -> None:
-    for bad in (SamplingParams(-1.0), SamplingParams(top_k=-1), SamplingParams(top_p=0.0), SamplingParams(top_p=1.5),
-                SamplingParams(float("nan"))):
+    for bad in (
+        SamplingParams(-1.0),
+        SamplingParams(top_k=-1),
+        SamplingParams(top_p=0.0),
+        SamplingParams(top_p=1.5),
+        SamplingParams(float("nan")),
+    ):
         with pytest.raises(ValueError):
             bad.validate()
 
@@ -130,6 +143,7 @@ def test_stop_matcher_holds_back_partial_matches() -> None:
 
 # --- architectures ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_step_decoding_reproduces_the_full_forward(arch: str) -> None:
     model = small_model(arch)
@@ -144,7 +158,7 @@ def test_step_decoding_reproduces_the_full_forward(arch: str) -> None:
             state = model.init_state(3)
         outs, done = [], 0
         for t in chunks:
-            x = tokens[:, done:done + t]
+            x = tokens[:, done : done + t]
             if arch == "gpt":
                 lg, k, v = model.step(x, torch.full((3,), done), *state)
                 state = (torch.cat([state[0], k], 3), torch.cat([state[1], v], 3))
@@ -206,6 +220,7 @@ def test_offline_generate_is_reproducible_and_windowed() -> None:
 
 # --- recipe and export --------------------------------------------------------------------------
 
+
 def test_recipe_tiny_writes_checkpoint_metrics_and_sample(text_ckpt: Path) -> None:
     payload = torch.load(text_ckpt, weights_only=True)
     assert payload["task"] == "text_generation" and payload["arch"] in ARCHS
@@ -261,7 +276,10 @@ def test_random_model_exports_with_prefill_through_the_step_graph(arch: str, tmp
 
 # --- the Triton model's batching engines, driven directly with onnxruntime ----------------------
 
-def test_engine_batches_rows_of_different_lengths_like_single_sequences(text_ckpt: Path, tmp_path: Path) -> None:
+
+def test_engine_batches_rows_of_different_lengths_like_single_sequences(
+    text_ckpt: Path, tmp_path: Path
+) -> None:
     """Sequences joining and leaving one batch get the logits each would get alone (PyTorch)."""
     import onnxruntime as ort
 
@@ -272,7 +290,9 @@ def test_engine_batches_rows_of_different_lengths_like_single_sequences(text_ckp
     sess = ort.InferenceSession(str(vdir / "decoder.onnx"), providers=["CPUExecutionProvider"])
     facts = ckpt.meta["arch_facts"]
     if ckpt.arch == "gpt":
-        engine = gen.GptEngine(sess, facts["n_layer"], facts["n_head"], facts["head_dim"], ckpt.config["context_length"])
+        engine = gen.GptEngine(
+            sess, facts["n_layer"], facts["n_head"], facts["head_dim"], ckpt.config["context_length"]
+        )
     else:
         engine = gen.LstmEngine(sess, facts["num_layers"], facts["hidden_size"])
     vocab = CharVocab.from_dict(ckpt.meta["vocabulary"])

@@ -13,7 +13,7 @@ def toy_sr(x: np.ndarray, radius: int = 3, scale: int = 2) -> np.ndarray:
     y = x.astype(np.float64)
     for _ in range(radius):
         p = np.pad(y, ((0, 0), (0, 0), (1, 1), (1, 1)))
-        y = sum(p[:, :, i:i + y.shape[2], j:j + y.shape[3]] for i in range(3) for j in range(3)) / 9.0
+        y = sum(p[:, :, i : i + y.shape[2], j : j + y.shape[3]] for i in range(3) for j in range(3)) / 9.0
     return y.repeat(scale, axis=2).repeat(scale, axis=3)
 
 

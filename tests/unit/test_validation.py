@@ -62,22 +62,25 @@ def test_json_tensor_ok_flat_and_nested() -> None:
     assert v.tensor_from_json("b", "BOOL", [2], [True, False], 10).dtype == np.bool_
 
 
-@pytest.mark.parametrize(("datatype", "shape", "data", "code"), [
-    ("FP32", [2], [1.0, math.nan], "non_finite_tensor"),
-    ("FP32", [2], [1.0, math.inf], "non_finite_tensor"),
-    ("FP16", [1], [1e6], "value_out_of_range"),
-    ("UINT8", [2], [1, 300], "value_out_of_range"),
-    ("INT32", [2], [1, 2.5], "invalid_tensor"),
-    ("INT32", [2], [1, True], "invalid_tensor"),
-    ("FP32", [2], [1, "2"], "invalid_tensor"),
-    ("FP32", [2, 2], [[1, 2], [3]], "shape_mismatch"),  # nesting is not checked, the count is
-    ("FP32", [2, 2], [1, 2, 3], "shape_mismatch"),
-    ("FP32", [-1], [1], "invalid_shape"),
-    ("FP32", [1.5], [1], "invalid_shape"),
-    ("FP32", "2", [1, 2], "invalid_shape"),
-    ("COMPLEX", [1], [1], "invalid_datatype"),
-    ("BYTES", [1], [1], "invalid_tensor"),
-])
+@pytest.mark.parametrize(
+    ("datatype", "shape", "data", "code"),
+    [
+        ("FP32", [2], [1.0, math.nan], "non_finite_tensor"),
+        ("FP32", [2], [1.0, math.inf], "non_finite_tensor"),
+        ("FP16", [1], [1e6], "value_out_of_range"),
+        ("UINT8", [2], [1, 300], "value_out_of_range"),
+        ("INT32", [2], [1, 2.5], "invalid_tensor"),
+        ("INT32", [2], [1, True], "invalid_tensor"),
+        ("FP32", [2], [1, "2"], "invalid_tensor"),
+        ("FP32", [2, 2], [[1, 2], [3]], "shape_mismatch"),  # nesting is not checked, the count is
+        ("FP32", [2, 2], [1, 2, 3], "shape_mismatch"),
+        ("FP32", [-1], [1], "invalid_shape"),
+        ("FP32", [1.5], [1], "invalid_shape"),
+        ("FP32", "2", [1, 2], "invalid_shape"),
+        ("COMPLEX", [1], [1], "invalid_datatype"),
+        ("BYTES", [1], [1], "invalid_tensor"),
+    ],
+)
 def test_bad_json_tensors_are_422(datatype: str, shape: object, data: object, code: str) -> None:
     err = refused(v.tensor_from_json, "in0", datatype, shape, data, 1000)
     assert err.status == 422 and err.code == code and "'in0'" in err.message
@@ -105,16 +108,26 @@ def test_raw_tensors() -> None:
     ok_bytes = (2).to_bytes(4, "little") + b"hi" + (0).to_bytes(4, "little")
     assert v.tensor_from_raw("s", "BYTES", [2], ok_bytes, 10).tolist() == [b"hi", b""]
     assert refused(v.tensor_from_raw, "s", "BYTES", [2], ok_bytes[:-2], 10).code == "shape_mismatch"
-    assert refused(v.tensor_from_raw, "s", "BYTES", [1], (99).to_bytes(4, "little") + b"x", 10).code == "shape_mismatch"
+    assert (
+        refused(v.tensor_from_raw, "s", "BYTES", [1], (99).to_bytes(4, "little") + b"x", 10).code
+        == "shape_mismatch"
+    )
 
 
 def test_check_tensor_against_the_model() -> None:
     a = np.zeros((2, 1, 32, 32), np.uint8)
     assert v.check_tensor("image", a, "UINT8", "UINT8", (1, 32, 32), batched=True) is a
     assert refused(v.check_tensor, "image", a, "FP32", "UINT8", (1, 32, 32), True).code == "datatype_mismatch"
-    assert refused(v.check_tensor, "image", a[:, :, :16], "UINT8", "UINT8", (1, 32, 32), True).code == "shape_mismatch"
-    assert refused(v.check_tensor, "image", a[0], "UINT8", "UINT8", (1, 32, 32), True).code == "shape_mismatch"
-    assert refused(v.check_tensor, "image", a[:0], "UINT8", "UINT8", (1, 32, 32), True).code == "shape_mismatch"
+    assert (
+        refused(v.check_tensor, "image", a[:, :, :16], "UINT8", "UINT8", (1, 32, 32), True).code
+        == "shape_mismatch"
+    )
+    assert (
+        refused(v.check_tensor, "image", a[0], "UINT8", "UINT8", (1, 32, 32), True).code == "shape_mismatch"
+    )
+    assert (
+        refused(v.check_tensor, "image", a[:0], "UINT8", "UINT8", (1, 32, 32), True).code == "shape_mismatch"
+    )
     f = np.zeros((1, 3, 8, 8), np.float32)
     assert v.check_tensor("x", f, "FP32", "FP32", (3, -1, -1), True) is f  # -1: any H, W
     f[0, 0, 0, 0] = np.inf
@@ -149,7 +162,7 @@ def test_decompression_bomb_is_refused_from_the_header() -> None:
     Image.new("L", (8, 8)).save(buf, format="PNG")
     png = bytearray(buf.getvalue())
     ihdr = png.index(b"IHDR")
-    png[ihdr + 4:ihdr + 12] = struct.pack(">II", 100_000, 100_000)
-    png[ihdr + 17:ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(png[ihdr:ihdr + 17])))
+    png[ihdr + 4 : ihdr + 12] = struct.pack(">II", 100_000, 100_000)
+    png[ihdr + 17 : ihdr + 21] = struct.pack(">I", zlib.crc32(bytes(png[ihdr : ihdr + 17])))
     err = refused(lambda: asyncio.run(decode_image(bytes(png), S)))
     assert err.status == 413 and "100000x100000" in err.message

@@ -59,6 +59,8 @@ def test_held_out_images_fit_the_scale() -> None:
 def test_anomalies_are_balanced_and_look_like_scans() -> None:
     raw, kinds = anomaly.raw_anomalies(30)
     assert raw.shape == (30, 8, 8) and raw.dtype == np.uint8
-    assert {k: int((kinds == k).sum()) for k in anomaly.ANOMALY_KINDS} == dict.fromkeys(anomaly.ANOMALY_KINDS, 10)
+    assert {k: int((kinds == k).sum()) for k in anomaly.ANOMALY_KINDS} == dict.fromkeys(
+        anomaly.ANOMALY_KINDS, 10
+    )
     again, _ = anomaly.raw_anomalies(30)
     np.testing.assert_array_equal(raw, again)

@@ -35,7 +35,9 @@ def segmenter(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module", params=[2, 4], ids=["x2", "x4"])
-def super_resolver(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+def super_resolver(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, int]:
     from training import super_resolve
 
     out = tmp_path_factory.mktemp(f"sr_x{request.param}")
@@ -60,13 +62,19 @@ def export_and_configs(tmp_path: Path, checkpoint: Path, name: str) -> dict[str,
     """Export to both targets through the CLI; return {target: parsed ModelConfig} and the model card."""
     repo = tmp_path / "repo"
     assert export_main(["--checkpoint", f"{checkpoint}:{name}", "--repository", str(repo)]) == 0
-    configs = {t: validate_config_text((repo / t / name / "config.pbtxt").read_text(), expect_name=name)
-               for t in ("cpu", "gpu")}
+    configs = {
+        t: validate_config_text((repo / t / name / "config.pbtxt").read_text(), expect_name=name)
+        for t in ("cpu", "gpu")
+    }
     assert configs["cpu"].backend == "python" and configs["gpu"].platform == "onnxruntime_onnx"
     card = json.loads((repo / "cpu" / name / "1" / "model_card.json").read_text())
     graph = onnx.load(str(repo / "gpu" / name / "1" / "model.onnx")).graph
-    return {"configs": configs, "card": card, "graph": graph,
-            "params": {k: v.string_value for k, v in configs["cpu"].parameters.items()}}
+    return {
+        "configs": configs,
+        "card": card,
+        "graph": graph,
+        "params": {k: v.string_value for k, v in configs["cpu"].parameters.items()},
+    }
 
 
 def dim_params(value_info: Any) -> list[str | int]:
@@ -74,6 +82,7 @@ def dim_params(value_info: Any) -> list[str | int]:
 
 
 # --- segmentation ---------------------------------------------------------------------------------
+
 
 def test_segmentation_artefacts(segmenter: Path) -> None:
     p = payload(segmenter / "model.pt")
@@ -106,6 +115,7 @@ def test_segmentation_export(segmenter: Path, tmp_path: Path) -> None:
 
 # --- super-resolution ------------------------------------------------------------------------------
 
+
 def test_super_resolution_artefacts(super_resolver: tuple[Path, int]) -> None:
     out, scale = super_resolver
     metrics = json.loads((out / "metrics.json").read_text())
@@ -116,7 +126,9 @@ def test_super_resolution_artefacts(super_resolver: tuple[Path, int]) -> None:
         ckpt = out / f"sr_{variant}_x{scale}" / "model.pt"
         p = payload(ckpt)
         assert p["task"] == "super_resolution" and p["arch"] == "srresnet"
-        assert p["meta"]["scale"] == scale and p["meta"]["variant"] == variant and p["config"]["scale"] == scale
+        assert (
+            p["meta"]["scale"] == scale and p["meta"]["variant"] == variant and p["config"]["scale"] == scale
+        )
         assert json.loads((ckpt.parent / "metrics.json").read_text())["variant"] == variant
     for png in ("training_curve.png", "sr_comparison.png"):
         assert (out / png).stat().st_size > 1000
@@ -136,7 +148,9 @@ def test_super_resolution_export(super_resolver: tuple[Path, int], tmp_path: Pat
         assert o.name == "image_sr" and o.type.tensor_type.elem_type == onnx.TensorProto.UINT8
         assert dim_params(o) == ["batch", 3, "height_sr", "width_sr"]
         parity = res["card"]["parity"]
-        assert all(r["max_abs_err/image_sr"] <= parity["float_atol"]["image_sr"] for r in parity["float_outputs"])
+        assert all(
+            r["max_abs_err/image_sr"] <= parity["float_atol"]["image_sr"] for r in parity["float_outputs"]
+        )
 
 
 @pytest.mark.parametrize("scale", [2, 4])
@@ -157,6 +171,7 @@ def test_tile_margin_covers_the_receptive_field(scale: int) -> None:
 
 # --- anomaly ---------------------------------------------------------------------------------------
 
+
 def test_anomaly_artefacts(anomaly_detector: Path) -> None:
     p = payload(anomaly_detector / "model.pt")
     assert p["task"] == "anomaly" and p["arch"] == "autoencoder"
@@ -174,7 +189,10 @@ def test_anomaly_export(anomaly_detector: Path, tmp_path: Path) -> None:
     meta = load_checkpoint(anomaly_detector / "model.pt").meta
     assert params["task"] == "anomaly" and float(params["threshold"]) == meta["threshold"]
     assert params["image_size"] == str(meta["image_size"]) and params["channels"] == "1"
-    assert params["variational"] == str(load_checkpoint(anomaly_detector / "model.pt").config["variational"]).lower()
+    assert (
+        params["variational"]
+        == str(load_checkpoint(anomaly_detector / "model.pt").config["variational"]).lower()
+    )
     s = meta["image_size"]
     assert [o.name for o in graph.output] == ["score", "reconstruction"]
     assert dim_params(graph.input[0]) == ["batch", 1, s, s]
@@ -193,5 +211,7 @@ def test_anomaly_score_in_graph_matches_recipe(anomaly_detector: Path, tmp_path:
     ckpt = load_checkpoint(anomaly_detector / "model.pt")
     s = ckpt.meta["image_size"]
     x = np.random.default_rng(0).integers(0, 256, (6, 1, s, s), dtype=np.uint8)
-    served = ort_session(tmp_path / "repo" / "cpu" / "anomaly" / "1" / "model.onnx").run(["score"], {"image": x})[0]
+    served = ort_session(tmp_path / "repo" / "cpu" / "anomaly" / "1" / "model.onnx").run(
+        ["score"], {"image": x}
+    )[0]
     np.testing.assert_allclose(served[:, 0], scores(ckpt.model, x, torch.device("cpu")), atol=1e-5)

@@ -59,8 +59,15 @@ def _raw_noise(rng: np.random.Generator) -> np.ndarray:
         ink = (rng.random((RAW_SIZE, RAW_SIZE)) < rng.uniform(0.1, 0.4)).astype(np.float64)
     else:  # blotches: coarse noise upsampled
         coarse = rng.uniform(0, 1, size=(3, 3))
-        ink = np.asarray(Image.fromarray((coarse * 255).astype(np.uint8)).resize(
-            (RAW_SIZE, RAW_SIZE), Image.Resampling.BILINEAR), dtype=np.float64) / 255.0
+        ink = (
+            np.asarray(
+                Image.fromarray((coarse * 255).astype(np.uint8)).resize(
+                    (RAW_SIZE, RAW_SIZE), Image.Resampling.BILINEAR
+                ),
+                dtype=np.float64,
+            )
+            / 255.0
+        )
     return _ink_to_paper(ink)
 
 
@@ -68,7 +75,7 @@ def _raw_texture(rng: np.random.Generator, textures: list[np.ndarray]) -> np.nda
     tex = textures[rng.integers(len(textures))]
     side = int(rng.integers(16, 128))
     y, x = rng.integers(0, tex.shape[0] - side), rng.integers(0, tex.shape[1] - side)
-    crop = Image.fromarray(tex[y:y + side, x:x + side])
+    crop = Image.fromarray(tex[y : y + side, x : x + side])
     return np.asarray(crop.resize((RAW_SIZE, RAW_SIZE), Image.Resampling.BOX), dtype=np.uint8)
 
 
@@ -108,4 +115,6 @@ def load_anomaly_splits(image_size: int = 32, limit: int | None = None) -> Anoma
     def prep(raws: np.ndarray) -> np.ndarray:
         return np.stack([to_model_image(to_pil(r), image_size, 1) for r in raws])
 
-    return AnomalySplits(digits.x_train, digits.x_val, digits.x_test, prep(raw), kinds, prep(raw_val), image_size)
+    return AnomalySplits(
+        digits.x_train, digits.x_val, digits.x_test, prep(raw), kinds, prep(raw_val), image_size
+    )

@@ -50,8 +50,12 @@ def split_indices(n_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(n_labels))
-    train_val, test = train_test_split(idx, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=n_labels)
-    train, val = train_test_split(train_val, test_size=0.1, random_state=SPLIT_SEED, stratify=n_labels[train_val])
+    train_val, test = train_test_split(
+        idx, test_size=TEST_FRACTION, random_state=SPLIT_SEED, stratify=n_labels
+    )
+    train, val = train_test_split(
+        train_val, test_size=0.1, random_state=SPLIT_SEED, stratify=n_labels[train_val]
+    )
     return train, val, test
 
 

@@ -24,8 +24,16 @@ from PIL import Image
 from training.data.bundled import load_bundled_image
 
 TRAIN_SOURCES = (
-    "skimage:astronaut", "skimage:coffee", "skimage:rocket", "skimage:hubble_deep_field", "skimage:retina",
-    "skimage:immunohistochemistry", "skimage:brick", "skimage:grass", "skimage:gravel", "sklearn:china.jpg",
+    "skimage:astronaut",
+    "skimage:coffee",
+    "skimage:rocket",
+    "skimage:hubble_deep_field",
+    "skimage:retina",
+    "skimage:immunohistochemistry",
+    "skimage:brick",
+    "skimage:grass",
+    "skimage:gravel",
+    "sklearn:china.jpg",
 )
 HELD_OUT = ("skimage:chelsea", "sklearn:flower.jpg", "skimage:camera")
 _TRAIN_SCALES = (1.0, 0.6)  # each training source is also used shrunk, for more texture scales
@@ -42,7 +50,9 @@ def downscale(hr: np.ndarray, scale: int) -> np.ndarray:
 def upscale_bicubic(lr: np.ndarray, scale: int) -> np.ndarray:
     """The baseline: (h, w, 3) uint8 -> (scale*h, scale*w, 3) uint8 with PIL's bicubic."""
     h, w = lr.shape[:2]
-    return np.asarray(Image.fromarray(lr).resize((w * scale, h * scale), Image.Resampling.BICUBIC), dtype=np.uint8)
+    return np.asarray(
+        Image.fromarray(lr).resize((w * scale, h * scale), Image.Resampling.BICUBIC), dtype=np.uint8
+    )
 
 
 def crop_to_multiple(img: np.ndarray, m: int) -> np.ndarray:
@@ -60,8 +70,12 @@ def _train_images() -> tuple[np.ndarray, ...]:
                 out.append(img)
             else:
                 h, w = img.shape[:2]
-                out.append(np.asarray(Image.fromarray(img).resize((round(w * f), round(h * f)),
-                                                                  Image.Resampling.BICUBIC), dtype=np.uint8))
+                out.append(
+                    np.asarray(
+                        Image.fromarray(img).resize((round(w * f), round(h * f)), Image.Resampling.BICUBIC),
+                        dtype=np.uint8,
+                    )
+                )
     return tuple(out)
 
 
@@ -84,7 +98,7 @@ class PatchSampler:
             img = self.images[self.rng.integers(len(self.images))]
             y = self.rng.integers(0, img.shape[0] - s + 1)
             x = self.rng.integers(0, img.shape[1] - s + 1)
-            patch = img[y:y + s, x:x + s]
+            patch = img[y : y + s, x : x + s]
             if patch.std() >= _MIN_PATCH_STD:
                 break
         patch = np.rot90(patch, k=int(self.rng.integers(4)))
@@ -114,7 +128,7 @@ def held_out_images(scale: int, max_side: int | None = None) -> list[HeldOutImag
         if max_side:
             h, w = hr.shape[:2]
             y, x = max(0, (h - max_side) // 2), max(0, (w - max_side) // 2)
-            hr = hr[y:y + max_side, x:x + max_side]
+            hr = hr[y : y + max_side, x : x + max_side]
         hr = np.ascontiguousarray(crop_to_multiple(hr, scale))
         out.append(HeldOutImage(source.split(":", 1)[1].removesuffix(".jpg"), hr, downscale(hr, scale)))
     return out

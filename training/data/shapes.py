@@ -31,9 +31,20 @@ MIN_CONTRAST = 70.0  # min RGB distance between a shape's fill and the mean back
 SIZE_RANGE = (0.09, 0.22)  # shape "radius" as a fraction of the scene side
 # Bundled images only (offline). Grey textures are tinted at random so colour is no class cue.
 BACKGROUND_SOURCES = (
-    "skimage:astronaut", "skimage:coffee", "skimage:chelsea", "skimage:rocket", "skimage:hubble_deep_field",
-    "skimage:retina", "skimage:immunohistochemistry", "skimage:brick", "skimage:grass", "skimage:gravel",
-    "skimage:camera", "skimage:moon", "sklearn:china.jpg", "sklearn:flower.jpg",
+    "skimage:astronaut",
+    "skimage:coffee",
+    "skimage:chelsea",
+    "skimage:rocket",
+    "skimage:hubble_deep_field",
+    "skimage:retina",
+    "skimage:immunohistochemistry",
+    "skimage:brick",
+    "skimage:grass",
+    "skimage:gravel",
+    "skimage:camera",
+    "skimage:moon",
+    "sklearn:china.jpg",
+    "sklearn:flower.jpg",
 )
 _PYRAMID_SIDES = (96, 160, 288)  # each source is pre-scaled so its short side is one of these
 
@@ -45,13 +56,23 @@ def _background_pyramid() -> tuple[np.ndarray, ...]:
         pil = Image.fromarray(load_bundled_image(source))
         for side in _PYRAMID_SIDES:
             f = side / min(pil.size)
-            levels.append(np.asarray(pil.resize((round(pil.width * f), round(pil.height * f)),
-                                                Image.Resampling.BILINEAR), dtype=np.float32))
+            levels.append(
+                np.asarray(
+                    pil.resize((round(pil.width * f), round(pil.height * f)), Image.Resampling.BILINEAR),
+                    dtype=np.float32,
+                )
+            )
     return tuple(levels)
 
 
-def shape_mask(kind: str, size: int | tuple[int, int], center: tuple[float, float], radius: float,
-               angle: float, jitter: np.ndarray | None = None) -> np.ndarray:
+def shape_mask(
+    kind: str,
+    size: int | tuple[int, int],
+    center: tuple[float, float],
+    radius: float,
+    angle: float,
+    jitter: np.ndarray | None = None,
+) -> np.ndarray:
     """Exact (H, W) bool mask: pixel centres inside a circle / square / triangle.
 
     ``center`` is (x, y) in pixels, ``radius`` the circumradius (circle: its radius), ``angle``
@@ -88,7 +109,7 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     src = levels[rng.integers(len(levels))]
     y = rng.integers(0, src.shape[0] - size + 1)
     x = rng.integers(0, src.shape[1] - size + 1)
-    crop = src[y:y + size, x:x + size]
+    crop = src[y : y + size, x : x + size]
     if rng.random() < 0.5:
         crop = crop[:, ::-1]
     # Recolour: random channel order, per-channel gain and a brightness shift.
@@ -96,7 +117,9 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     return np.clip(crop, 0, 255)
 
 
-def render_scene(rng: np.random.Generator, size: int = 64, max_shapes: int = 4) -> tuple[np.ndarray, np.ndarray]:
+def render_scene(
+    rng: np.random.Generator, size: int = 64, max_shapes: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
     """One scene: (3, S, S) uint8 image and (S, S) uint8 class-index mask."""
     img = _background(rng, size)
     mask = np.zeros((size, size), dtype=np.uint8)

@@ -20,7 +20,9 @@ _REGISTRY: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {}
 _MODULES = ("resnet", "lenet", "vgg", "unet", "lstm_lm", "gpt", "srgan", "autoencoder")
 
 
-def register(name: str, config_cls: type) -> Callable[[Callable[[Any], nn.Module]], Callable[[Any], nn.Module]]:
+def register(
+    name: str, config_cls: type
+) -> Callable[[Callable[[Any], nn.Module]], Callable[[Any], nn.Module]]:
     """Register ``builder(config) -> nn.Module`` under ``name`` with its dataclass config."""
 
     def wrap(builder: Callable[[Any], nn.Module]) -> Callable[[Any], nn.Module]:

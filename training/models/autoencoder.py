@@ -45,17 +45,26 @@ class Autoencoder(nn.Module):
         enc: list[nn.Module] = []
         c_in = cfg.in_channels
         for w in cfg.widths:  # (N, c_in, h, h) -> (N, w, h/2, h/2)
-            enc += [nn.Conv2d(c_in, w, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(w), nn.LeakyReLU(0.2)]
+            enc += [
+                nn.Conv2d(c_in, w, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(w),
+                nn.LeakyReLU(0.2),
+            ]
             c_in = w
         self.encoder = nn.Sequential(*enc, nn.Flatten())  # (N, c_last * s * s)
         code_out = 2 * cfg.latent_dim if cfg.variational else cfg.latent_dim
-        self.to_code = nn.Linear(c_last * s * s, code_out)  # (N, latent) or (N, 2 * latent): mean | log-variance
+        self.to_code = nn.Linear(
+            c_last * s * s, code_out
+        )  # (N, latent) or (N, 2 * latent): mean | log-variance
         self.from_code = nn.Linear(cfg.latent_dim, c_last * s * s)
 
         dec: list[nn.Module] = []
         for w_in, w_out in zip(reversed(cfg.widths), list(reversed(cfg.widths))[1:], strict=False):
-            dec += [nn.ConvTranspose2d(w_in, w_out, 4, stride=2, padding=1, bias=False), nn.BatchNorm2d(w_out),
-                    nn.ReLU()]  # (N, w_in, h, h) -> (N, w_out, 2h, 2h)
+            dec += [
+                nn.ConvTranspose2d(w_in, w_out, 4, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(w_out),
+                nn.ReLU(),
+            ]  # (N, w_in, h, h) -> (N, w_out, 2h, 2h)
         dec.append(nn.ConvTranspose2d(cfg.widths[0], cfg.in_channels, 4, stride=2, padding=1))  # (N, C, S, S)
         self.decoder = nn.Sequential(*dec)
 

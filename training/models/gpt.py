@@ -84,12 +84,19 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, T, C) -> (N, T, C), causal over T."""
         q, k, v = self._heads(x)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           dropout_p=self.attn_dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.attn_dropout if self.training else 0.0
+        )
         return self._merge(y)
 
-    def step(self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor, past_ok: torch.Tensor,
-             causal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(
+        self,
+        x: torch.Tensor,
+        past_k: torch.Tensor,
+        past_v: torch.Tensor,
+        past_ok: torch.Tensor,
+        causal: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (N, T, C), past (N, H, P, D), past_ok (N, 1, 1, P) and causal (T, T) bool
         -> y (N, T, C), new k/v (N, H, T, D)."""
         q, k, v = self._heads(x)
@@ -110,15 +117,25 @@ class Block(nn.Module):
         self.ln1 = nn.LayerNorm(cfg.d_model)
         self.attn = CausalSelfAttention(cfg)
         self.ln2 = nn.LayerNorm(cfg.d_model)
-        self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model), nn.GELU(),
-                                 nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model), nn.Dropout(cfg.dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model),
+            nn.GELU(),
+            nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model),
+            nn.Dropout(cfg.dropout),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln1(x))
         return x + self.mlp(self.ln2(x))
 
-    def step(self, x: torch.Tensor, past_k: torch.Tensor, past_v: torch.Tensor, past_ok: torch.Tensor,
-             causal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(
+        self,
+        x: torch.Tensor,
+        past_k: torch.Tensor,
+        past_v: torch.Tensor,
+        past_ok: torch.Tensor,
+        causal: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         a, k, v = self.attn.step(self.ln1(x), past_k, past_v, past_ok, causal)
         x = x + a
         return x + self.mlp(self.ln2(x)), k, v
@@ -148,7 +165,9 @@ class GPT(nn.Module):
             if isinstance(m, nn.Linear) and m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def empty_cache(self, batch: int, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def empty_cache(
+        self, batch: int, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """An empty (P = 0) cache: two (n_layer, N, n_head, 0, head_dim) tensors."""
         shape = (self.cfg.n_layer, batch, self.cfg.n_head, 0, self.cfg.head_dim)
         return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
@@ -162,8 +181,13 @@ class GPT(nn.Module):
             x = block(x)
         return self.head(self.ln_f(x))
 
-    def step(self, tokens: torch.Tensor, past_lengths: torch.Tensor, past_k: torch.Tensor | Sequence[torch.Tensor],
-             past_v: torch.Tensor | Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(
+        self,
+        tokens: torch.Tensor,
+        past_lengths: torch.Tensor,
+        past_k: torch.Tensor | Sequence[torch.Tensor],
+        past_v: torch.Tensor | Sequence[torch.Tensor],
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Incremental decode against a caller-owned KV cache (layout in the module docstring).
 
         tokens (N, T) int64, past_lengths (N,) int64, past_k/past_v: L x (N, H, P, D) (a sequence or a

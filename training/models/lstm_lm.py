@@ -38,8 +38,13 @@ class LSTMLanguageModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.embed_dim)  # (N, T) -> (N, T, E)
-        self.lstm = nn.LSTM(cfg.embed_dim, cfg.hidden_size, cfg.num_layers, batch_first=True,
-                            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)  # (N, T, E) -> (N, T, H)
+        self.lstm = nn.LSTM(
+            cfg.embed_dim,
+            cfg.hidden_size,
+            cfg.num_layers,
+            batch_first=True,
+            dropout=cfg.dropout if cfg.num_layers > 1 else 0.0,
+        )  # (N, T, E) -> (N, T, H)
         self.drop = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(cfg.hidden_size, cfg.vocab_size)  # (N, T, H) -> (N, T, V)
 
@@ -48,8 +53,9 @@ class LSTMLanguageModel(nn.Module):
         shape = (self.cfg.num_layers, batch, self.cfg.hidden_size)
         return torch.zeros(shape, device=device), torch.zeros(shape, device=device)
 
-    def step(self, tokens: torch.Tensor, h: torch.Tensor, c: torch.Tensor
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def step(
+        self, tokens: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """tokens (N, T) int64, h/c (L, N, H) -> logits (N, T, V), h/c after the last token."""
         out, (h, c) = self.lstm(self.embed(tokens), (h, c))
         return self.head(self.drop(out)), h, c

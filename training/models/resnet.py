@@ -35,7 +35,9 @@ class BasicBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True)
         self.shortcut: nn.Module = nn.Identity()
         if stride != 1 or c_in != c_out:  # 1x1 projection when the shape changes
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm2d(c_out)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -48,7 +50,9 @@ class ResNet(nn.Module):
         super().__init__()
         w0 = cfg.widths[0]
         self.stem = nn.Sequential(  # (N, C, H, W) -> (N, w0, H, W)
-            nn.Conv2d(cfg.in_channels, w0, 3, padding=1, bias=False), nn.BatchNorm2d(w0), nn.ReLU(inplace=True)
+            nn.Conv2d(cfg.in_channels, w0, 3, padding=1, bias=False),
+            nn.BatchNorm2d(w0),
+            nn.ReLU(inplace=True),
         )
         stages: list[nn.Module] = []
         c_in = w0

@@ -45,8 +45,11 @@ class ResidualBlock(nn.Module):
             return nn.BatchNorm2d(width) if batch_norm else nn.Identity()
 
         self.body = nn.Sequential(
-            nn.Conv2d(width, width, 3, padding=1, bias=not batch_norm), norm(), nn.PReLU(width),
-            nn.Conv2d(width, width, 3, padding=1, bias=not batch_norm), norm(),
+            nn.Conv2d(width, width, 3, padding=1, bias=not batch_norm),
+            norm(),
+            nn.PReLU(width),
+            nn.Conv2d(width, width, 3, padding=1, bias=not batch_norm),
+            norm(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,12 +67,17 @@ class SRResNet(nn.Module):
         k, w = cfg.head_kernel, cfg.width
         self.head = nn.Sequential(nn.Conv2d(cfg.channels, w, k, padding=k // 2), nn.PReLU(w))  # (N, w, h, w)
         self.blocks = nn.Sequential(*(ResidualBlock(w, cfg.batch_norm) for _ in range(cfg.num_blocks)))
-        self.body_end = nn.Sequential(nn.Conv2d(w, w, 3, padding=1, bias=not cfg.batch_norm),
-                                      nn.BatchNorm2d(w) if cfg.batch_norm else nn.Identity())
+        self.body_end = nn.Sequential(
+            nn.Conv2d(w, w, 3, padding=1, bias=not cfg.batch_norm),
+            nn.BatchNorm2d(w) if cfg.batch_norm else nn.Identity(),
+        )
         # each step: (N, w, h, w') -> (N, 4w, h, w') -> PixelShuffle -> (N, w, 2h, 2w')
-        self.upsample = nn.Sequential(*(
-            nn.Sequential(nn.Conv2d(w, 4 * w, 3, padding=1), nn.PixelShuffle(2), nn.PReLU(w)) for _ in range(steps)
-        ))
+        self.upsample = nn.Sequential(
+            *(
+                nn.Sequential(nn.Conv2d(w, 4 * w, 3, padding=1), nn.PixelShuffle(2), nn.PReLU(w))
+                for _ in range(steps)
+            )
+        )
         self.tail = nn.Conv2d(w, cfg.channels, k, padding=k // 2)  # (N, C, s*h, s*w)
         if cfg.bicubic_skip:
             # Small (not zero: gradients must reach every layer from step one) so the untrained
@@ -111,12 +119,17 @@ class SRGANDiscriminator(nn.Module):
         c_in = cfg.channels
         for i, w in enumerate(cfg.widths):
             # stage i: (N, c_in, H/2^i, W/2^i) -> (N, w, H/2^(i+1), W/2^(i+1)); no BN on the very first conv
-            stages.append(nn.Sequential(block(c_in, w, 1, cfg.batch_norm and i > 0), block(w, w, 2, cfg.batch_norm)))
+            stages.append(
+                nn.Sequential(block(c_in, w, 1, cfg.batch_norm and i > 0), block(w, w, 2, cfg.batch_norm))
+            )
             c_in = w
         self.stages = nn.ModuleList(stages)
         self.classifier = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),  # (N, w_last)
-            nn.Linear(c_in, cfg.hidden), nn.LeakyReLU(0.2, inplace=True), nn.Linear(cfg.hidden, 1),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),  # (N, w_last)
+            nn.Linear(c_in, cfg.hidden),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Linear(cfg.hidden, 1),
         )
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:

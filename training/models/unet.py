@@ -27,7 +27,7 @@ class UNetConfig:
     @property
     def multiple_of(self) -> int:
         """H and W must be multiples of this so every pooling halves evenly and the skips line up."""
-        return 2 ** self.depth
+        return 2**self.depth
 
 
 class DoubleConv(nn.Module):
@@ -36,8 +36,12 @@ class DoubleConv(nn.Module):
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c_out),
+            nn.ReLU(inplace=True),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -25,13 +25,22 @@ class VGG(nn.Module):
         c_in = cfg.in_channels
         for width in cfg.stages:  # (N, c_in, H, W) -> (N, width, H/2, W/2)
             for _ in range(2):
-                layers += [nn.Conv2d(c_in, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+                layers += [
+                    nn.Conv2d(c_in, width, 3, padding=1, bias=False),
+                    nn.BatchNorm2d(width),
+                    nn.ReLU(inplace=True),
+                ]
                 c_in = width
             layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(cfg.dropout),
-            nn.Linear(c_in, 128), nn.ReLU(inplace=True), nn.Dropout(cfg.dropout), nn.Linear(128, cfg.num_classes),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(c_in, 128),
+            nn.ReLU(inplace=True),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(128, cfg.num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

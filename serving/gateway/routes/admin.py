@@ -59,25 +59,37 @@ def require_admin(request: Request) -> None:
     expected: bytes | None = state.admin_digest
     presented = request.headers.get(ADMIN_HEADER)
     if expected is None:
-        raise errors.APIError(403, "admin_disabled", "the admin API is off: set GATEWAY_ADMIN_KEY "
-                                                     "(or GATEWAY_ADMIN_KEY_FILE) on the gateway")
+        raise errors.APIError(
+            403,
+            "admin_disabled",
+            "the admin API is off: set GATEWAY_ADMIN_KEY (or GATEWAY_ADMIN_KEY_FILE) on the gateway",
+        )
     if not presented:
-        raise errors.APIError(401, "unauthorized", f"admin key missing: send the {ADMIN_HEADER} header",
-                              headers={"WWW-Authenticate": "X-Admin-Key"})
+        raise errors.APIError(
+            401,
+            "unauthorized",
+            f"admin key missing: send the {ADMIN_HEADER} header",
+            headers={"WWW-Authenticate": "X-Admin-Key"},
+        )
     if not hmac.compare_digest(hashlib.sha256(presented.encode()).digest(), expected):
         log.warning("admin request with a wrong key from %s", request.client.host if request.client else "?")
         raise errors.APIError(403, "forbidden", "admin key invalid")
 
 
-router = APIRouter(prefix="/admin", tags=["admin"], include_in_schema=False, dependencies=[Depends(require_admin)])
+router = APIRouter(
+    prefix="/admin", tags=["admin"], include_in_schema=False, dependencies=[Depends(require_admin)]
+)
 
 ModelName = Path(max_length=256, description="model name in Triton's repository")
 
 
 class LoadRequest(BaseModel):
     versions: list[int] | None = Field(
-        None, min_length=1, description="serve exactly these versions (a config override of version_policy); "
-                                        "default: the versions the model's config.pbtxt policy selects")
+        None,
+        min_length=1,
+        description="serve exactly these versions (a config override of version_policy); "
+        "default: the versions the model's config.pbtxt policy selects",
+    )
 
 
 class UnloadRequest(BaseModel):
@@ -105,17 +117,24 @@ def _ready_versions(index: list[Any], name: str) -> list[str]:
 
 
 @router.get("/models", summary="Every model in Triton's repository: versions, states, traffic split")
-async def list_models(triton: TritonClient = Depends(get_triton),
-                      versions: VersionRouter = Depends(get_versions)) -> dict[str, Any]:
+async def list_models(
+    triton: TritonClient = Depends(get_triton), versions: VersionRouter = Depends(get_versions)
+) -> dict[str, Any]:
     index = await _index(triton)
     names = sorted({m.name for m in index})
-    return {"models": [{"name": n, "versions": _model_entries(index, n), "traffic": versions.describe(n)}
-                       for n in names]}
+    return {
+        "models": [
+            {"name": n, "versions": _model_entries(index, n), "traffic": versions.describe(n)} for n in names
+        ]
+    }
 
 
 @router.get("/models/{name}", summary="One model: versions, states, traffic split")
-async def get_model(name: str = ModelName, triton: TritonClient = Depends(get_triton),
-                    versions: VersionRouter = Depends(get_versions)) -> dict[str, Any]:
+async def get_model(
+    name: str = ModelName,
+    triton: TritonClient = Depends(get_triton),
+    versions: VersionRouter = Depends(get_versions),
+) -> dict[str, Any]:
     index = await _index(triton)
     rows = _model_entries(index, name)
     if not rows:
@@ -124,9 +143,13 @@ async def get_model(name: str = ModelName, triton: TritonClient = Depends(get_tr
 
 
 @router.post("/models/{name}/load", summary="Load (or reload) a model; optionally exactly these versions")
-async def load_model(name: str = ModelName, body: LoadRequest | None = Body(None),
-                     triton: TritonClient = Depends(get_triton), catalog: ModelCatalog = Depends(get_catalog),
-                     versions: VersionRouter = Depends(get_versions)) -> dict[str, Any]:
+async def load_model(
+    name: str = ModelName,
+    body: LoadRequest | None = Body(None),
+    triton: TritonClient = Depends(get_triton),
+    catalog: ModelCatalog = Depends(get_catalog),
+    versions: VersionRouter = Depends(get_versions),
+) -> dict[str, Any]:
     wanted = sorted(set(body.versions)) if body is not None and body.versions else None
     if wanted and wanted[0] < 1:
         raise errors.unprocessable("invalid_parameter", "versions are positive integers")
@@ -137,8 +160,9 @@ async def load_model(name: str = ModelName, body: LoadRequest | None = Body(None
             versions.restricted[name] = frozenset(str(v) for v in wanted)
             await _load_versions(triton, name, wanted)
         else:
-            await triton.stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name=name),
-                                                  timeout=LOAD_TIMEOUT_S)
+            await triton.stub.RepositoryModelLoad(
+                pb.RepositoryModelLoadRequest(model_name=name), timeout=LOAD_TIMEOUT_S
+            )
     except grpc.aio.AioRpcError as exc:
         raise _repo_error(exc, name, "load") from None
     finally:
@@ -159,10 +183,15 @@ async def _load_versions(triton: TritonClient, name: str, wanted: list[int]) -> 
     try:
         cfg = (await triton.stub.ModelConfig(pb.ModelConfigRequest(name=name), timeout=10.0)).config
     except grpc.aio.AioRpcError as exc:
-        if exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAVAILABLE,
-                              grpc.StatusCode.INVALID_ARGUMENT):
+        if exc.code() not in (
+            grpc.StatusCode.NOT_FOUND,
+            grpc.StatusCode.UNAVAILABLE,
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ):
             raise
-        await triton.stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name=name), timeout=LOAD_TIMEOUT_S)
+        await triton.stub.RepositoryModelLoad(
+            pb.RepositoryModelLoadRequest(model_name=name), timeout=LOAD_TIMEOUT_S
+        )
         cfg = (await triton.stub.ModelConfig(pb.ModelConfigRequest(name=name), timeout=10.0)).config
     cfg.version_policy.specific.versions[:] = wanted
     req = pb.RepositoryModelLoadRequest(model_name=name)
@@ -171,9 +200,13 @@ async def _load_versions(triton: TritonClient, name: str, wanted: list[int]) -> 
 
 
 @router.post("/models/{name}/unload", summary="Unload every version of a model")
-async def unload_model(name: str = ModelName, body: UnloadRequest | None = Body(None),
-                       triton: TritonClient = Depends(get_triton), catalog: ModelCatalog = Depends(get_catalog),
-                       versions: VersionRouter = Depends(get_versions)) -> dict[str, Any]:
+async def unload_model(
+    name: str = ModelName,
+    body: UnloadRequest | None = Body(None),
+    triton: TritonClient = Depends(get_triton),
+    catalog: ModelCatalog = Depends(get_catalog),
+    versions: VersionRouter = Depends(get_versions),
+) -> dict[str, Any]:
     req = pb.RepositoryModelUnloadRequest(model_name=name)
     if body is not None and body.unload_dependents:
         req.parameters["unload_dependents"].bool_param = True
@@ -184,7 +217,11 @@ async def unload_model(name: str = ModelName, body: UnloadRequest | None = Body(
     finally:
         await catalog.refresh()
     log.info("unloaded %s", name)
-    return {"name": name, "versions": _model_entries(await _index(triton), name), "traffic": versions.describe(name)}
+    return {
+        "name": name,
+        "versions": _model_entries(await _index(triton), name),
+        "traffic": versions.describe(name),
+    }
 
 
 def _repo_error(exc: grpc.aio.AioRpcError, name: str, what: str) -> errors.APIError:
@@ -195,26 +232,45 @@ def _repo_error(exc: grpc.aio.AioRpcError, name: str, what: str) -> errors.APIEr
     return mapped
 
 
-@router.get("/models/{name}/traffic", summary="The model's traffic split (null: unpinned requests go to the newest)")
-async def get_traffic(name: str = ModelName, versions: VersionRouter = Depends(get_versions)) -> dict[str, Any]:
+@router.get(
+    "/models/{name}/traffic", summary="The model's traffic split (null: unpinned requests go to the newest)"
+)
+async def get_traffic(
+    name: str = ModelName, versions: VersionRouter = Depends(get_versions)
+) -> dict[str, Any]:
     return {"name": name, "traffic": versions.describe(name)}
 
 
 @router.put("/models/{name}/traffic", summary="Set the model's canary split between two versions")
-async def set_traffic(split: TrafficSplit, name: str = ModelName, catalog: ModelCatalog = Depends(get_catalog),
-                      versions: VersionRouter = Depends(get_versions)) -> dict[str, Any]:
+async def set_traffic(
+    split: TrafficSplit,
+    name: str = ModelName,
+    catalog: ModelCatalog = Depends(get_catalog),
+    versions: VersionRouter = Depends(get_versions),
+) -> dict[str, Any]:
     # Versions need not be loaded yet (hold traffic on the stable one, then load the canary):
     # a version that is not READY never gets a request; the answer says which ones are.
     versions.splits[name] = split
     info = catalog.models.get(name)
     ready = list(info.versions) if info else []
     log.info("traffic split for %s: %s", name, split.model_dump())
-    return {"name": name, "traffic": versions.describe(name), "ready_versions": ready,
-            "warnings": [f"version {v} is not READY: its share goes to the other version until it is"
-                         for v in (split.stable, split.canary) if v not in ready]}
+    return {
+        "name": name,
+        "traffic": versions.describe(name),
+        "ready_versions": ready,
+        "warnings": [
+            f"version {v} is not READY: its share goes to the other version until it is"
+            for v in (split.stable, split.canary)
+            if v not in ready
+        ],
+    }
 
 
-@router.delete("/models/{name}/traffic", summary="Remove the split: unpinned requests go to the newest version")
-async def clear_traffic(name: str = ModelName, versions: VersionRouter = Depends(get_versions)) -> dict[str, Any]:
+@router.delete(
+    "/models/{name}/traffic", summary="Remove the split: unpinned requests go to the newest version"
+)
+async def clear_traffic(
+    name: str = ModelName, versions: VersionRouter = Depends(get_versions)
+) -> dict[str, Any]:
     versions.splits.pop(name, None)
     return {"name": name, "traffic": None}

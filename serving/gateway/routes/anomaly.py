@@ -27,13 +27,23 @@ class AnomalyResponse(BaseModel):
     reconstruction_png: str | None = None
 
 
-@router.post("/v1/anomaly", response_model=AnomalyResponse, openapi_extra=IMAGE_BODY,
-             summary="Score how unlike the training data an image is (autoencoder reconstruction error)",
-             responses={413: {"description": "too large"}, 415: {"description": "not an image"},
-                        422: {"description": "invalid"}, 503: {"description": "Triton down"}})
+@router.post(
+    "/v1/anomaly",
+    response_model=AnomalyResponse,
+    openapi_extra=IMAGE_BODY,
+    summary="Score how unlike the training data an image is (autoencoder reconstruction error)",
+    responses={
+        413: {"description": "too large"},
+        415: {"description": "not an image"},
+        422: {"description": "invalid"},
+        503: {"description": "Triton down"},
+    },
+)
 async def anomaly(
     request: Request,
-    include_reconstruction: bool = Query(False, description="add the autoencoder's reconstruction as base64 PNG"),
+    include_reconstruction: bool = Query(
+        False, description="add the autoencoder's reconstruction as base64 PNG"
+    ),
     model: str | None = Query(None, description="served model name; default: the first anomaly model"),
     catalog: ModelCatalog = Depends(get_catalog),
     settings: Settings = Depends(get_settings),
@@ -47,6 +57,14 @@ async def anomaly(
     threshold = info.param_float("threshold", 0.0) or 0.0
     recon = None
     if include_reconstruction and len(names) > 1:
-        recon = base64.b64encode(codecs.encode_png(np.asarray(from_chw(result.outputs[names[1]][0])))).decode()
-    return AnomalyResponse(model=info.name, model_version=result.model_version or info.version, score=score,
-                           threshold=threshold, is_anomaly=score > threshold, reconstruction_png=recon)
+        recon = base64.b64encode(
+            codecs.encode_png(np.asarray(from_chw(result.outputs[names[1]][0])))
+        ).decode()
+    return AnomalyResponse(
+        model=info.name,
+        model_version=result.model_version or info.version,
+        score=score,
+        threshold=threshold,
+        is_anomaly=score > threshold,
+        reconstruction_png=recon,
+    )

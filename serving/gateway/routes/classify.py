@@ -33,8 +33,11 @@ IMAGE_BODY = {
         "required": True,
         "content": {
             "multipart/form-data": {
-                "schema": {"type": "object", "required": ["file"],
-                           "properties": {"file": {"type": "string", "format": "binary"}}}
+                "schema": {
+                    "type": "object",
+                    "required": ["file"],
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                }
             },
             "image/png": {"schema": {"type": "string", "format": "binary"}},
             "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
@@ -43,10 +46,18 @@ IMAGE_BODY = {
 }
 
 
-@router.post("/v1/classify", response_model=ClassifyResponse, openapi_extra=IMAGE_BODY,
-             summary="Classify an image (multipart field `file`, or a raw image/png|jpeg body)",
-             responses={413: {"description": "too large"}, 415: {"description": "not an image"},
-                        422: {"description": "invalid image or parameter"}, 503: {"description": "Triton down"}})
+@router.post(
+    "/v1/classify",
+    response_model=ClassifyResponse,
+    openapi_extra=IMAGE_BODY,
+    summary="Classify an image (multipart field `file`, or a raw image/png|jpeg body)",
+    responses={
+        413: {"description": "too large"},
+        415: {"description": "not an image"},
+        422: {"description": "invalid image or parameter"},
+        503: {"description": "Triton down"},
+    },
+)
 async def classify(
     request: Request,
     top_k: int = Query(5, ge=1, le=100, description="how many labels to return, best first"),
@@ -65,8 +76,13 @@ async def classify(
     probs = result.outputs[output_name][0]
     labels = info.labels or [str(i) for i in range(len(probs))]
     if len(labels) != len(probs):
-        raise errors.APIError(502, "model_mismatch", f"model returned {len(probs)} scores for {len(labels)} labels")
+        raise errors.APIError(
+            502, "model_mismatch", f"model returned {len(probs)} scores for {len(labels)} labels"
+        )
     k = min(top_k, len(probs))
     top = np.argsort(-probs, kind="stable")[:k]
-    return ClassifyResponse(model=info.name, model_version=result.model_version or info.version,
-                            predictions=[Prediction(label=labels[i], score=float(probs[i])) for i in top])
+    return ClassifyResponse(
+        model=info.name,
+        model_version=result.model_version or info.version,
+        predictions=[Prediction(label=labels[i], score=float(probs[i])) for i in top],
+    )

@@ -34,8 +34,12 @@ class GenerateRequest(BaseModel):
     # strict: JSON types as documented (no "1" for 1, no false for 0); ints are still fine for floats.
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    prompt: str = Field(description="text to continue (character-level Shakespeare models)", examples=["ROMEO:"])
-    max_new_tokens: int = Field(64, ge=1, description="characters to generate (capped per model, see /v1/models)")
+    prompt: str = Field(
+        description="text to continue (character-level Shakespeare models)", examples=["ROMEO:"]
+    )
+    max_new_tokens: int = Field(
+        64, ge=1, description="characters to generate (capped per model, see /v1/models)"
+    )
     temperature: float = Field(0.8, ge=0.0, le=5.0, description="0 = greedy, deterministic")
     top_k: int = Field(0, ge=0, le=1000, description="keep the k most likely tokens; 0 = off")
     # float32 inside Triton: a positive double below ~1e-38 would arrive as 0, which is out of range.
@@ -84,7 +88,9 @@ def _stops(stop: str | list[str] | None) -> list[str]:
     items = [stop] if isinstance(stop, str) else list(stop or [])
     items = [s for s in items if s]
     if len(items) > MAX_STOPS or any(len(s) > MAX_STOP_CHARS for s in items):
-        raise errors.unprocessable("invalid_parameter", f"stop: at most {MAX_STOPS} strings of {MAX_STOP_CHARS} characters")
+        raise errors.unprocessable(
+            "invalid_parameter", f"stop: at most {MAX_STOPS} strings of {MAX_STOP_CHARS} characters"
+        )
     return items
 
 
@@ -96,8 +102,18 @@ async def pick_model(catalog: ModelCatalog, name: str | None) -> ModelInfo:
     return catalog.models["gpt" if "gpt" in served else served[0]]
 
 
-def triton_request(info: ModelInfo, prompt: str, max_new: int, temperature: float, top_k: int, top_p: float,
-                   seed: int | None, stop: list[str], req_id: str, version: str) -> Any:
+def triton_request(
+    info: ModelInfo,
+    prompt: str,
+    max_new: int,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    seed: int | None,
+    stop: list[str],
+    req_id: str,
+    version: str,
+) -> Any:
     inputs = {
         "PROMPT": np.array([prompt.encode("utf-8")], dtype=object),
         "MAX_NEW_TOKENS": np.array([max_new], dtype=np.int32),
@@ -114,13 +130,17 @@ def _checked(info: ModelInfo, settings: Settings, prompt: str, max_new: int) -> 
     prompt = validation.check_prompt(prompt, settings.max_prompt_chars)
     cap = info.param_int("max_new_tokens", DEFAULT_CAP) or DEFAULT_CAP
     if max_new > cap:
-        raise errors.unprocessable("invalid_parameter", f"max_new_tokens={max_new} is above this model's cap of {cap}")
+        raise errors.unprocessable(
+            "invalid_parameter", f"max_new_tokens={max_new} is above this model's cap of {cap}"
+        )
     return prompt
 
 
 def _chunk(result: InferResult) -> tuple[str, int, str]:
     out = result.outputs
-    text = b"".join(v if isinstance(v, bytes) else bytes(v) for v in out["TEXT"].reshape(-1)).decode("utf-8", "replace")
+    text = b"".join(v if isinstance(v, bytes) else bytes(v) for v in out["TEXT"].reshape(-1)).decode(
+        "utf-8", "replace"
+    )
     n = int(out["TOKEN_IDS"].size) if "TOKEN_IDS" in out else len(text)
     reason = out["FINISH_REASON"].reshape(-1)[0] if "FINISH_REASON" in out else b""
     return text, n, reason.decode() if isinstance(reason, bytes) else str(reason)
@@ -139,32 +159,58 @@ def _version(request: Request, info: ModelInfo, pinned: str | None) -> str:
     return pinned or versions.for_request(request, info)
 
 
-@router.post("/v1/generate", response_model=GenerateResponse,
-             summary="Generate text; `stream: true` answers as Server-Sent Events",
-             responses={200: {"content": {"text/event-stream": {}}},
-                        422: {"description": "invalid prompt or parameter"}, 503: {"description": "Triton down"}})
-async def generate(body: GenerateRequest, request: Request, catalog: ModelCatalog = Depends(get_catalog),
-                   settings: Settings = Depends(get_settings)) -> Any:
+@router.post(
+    "/v1/generate",
+    response_model=GenerateResponse,
+    summary="Generate text; `stream: true` answers as Server-Sent Events",
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        422: {"description": "invalid prompt or parameter"},
+        503: {"description": "Triton down"},
+    },
+)
+async def generate(
+    body: GenerateRequest,
+    request: Request,
+    catalog: ModelCatalog = Depends(get_catalog),
+    settings: Settings = Depends(get_settings),
+) -> Any:
     info = await pick_model(catalog, body.model)
     prompt = _checked(info, settings, body.prompt, body.max_new_tokens)
     version = _version(request, info, body.version)
-    req = triton_request(info, prompt, body.max_new_tokens, body.temperature, body.top_k, body.top_p, body.seed,
-                         _stops(body.stop), request_id(request), version)
+    req = triton_request(
+        info,
+        prompt,
+        body.max_new_tokens,
+        body.temperature,
+        body.top_k,
+        body.top_p,
+        body.seed,
+        _stops(body.stop),
+        request_id(request),
+        version,
+    )
     if body.stream:
-        return EventSourceResponse(_sse_generate(request, info, req, len(prompt)), ping=15,
-                                   headers={"X-Model": info.name})
+        return EventSourceResponse(
+            _sse_generate(request, info, req, len(prompt)), ping=15, headers={"X-Model": info.name}
+        )
     parts, tokens, reason, served = [], 0, "", version or info.version
     async for text, n, r, v in _chunks(request, info, req):
         parts.append(text)
         tokens, reason, served = tokens + n, r or reason, v
     versions.served(request, info.name, served)
-    return GenerateResponse(model=info.name, model_version=served, text="".join(parts), finish_reason=reason or "length",
-                            usage=Usage(prompt_tokens=len(prompt), completion_tokens=tokens,
-                                        total_tokens=len(prompt) + tokens))
+    return GenerateResponse(
+        model=info.name,
+        model_version=served,
+        text="".join(parts),
+        finish_reason=reason or "length",
+        usage=Usage(prompt_tokens=len(prompt), completion_tokens=tokens, total_tokens=len(prompt) + tokens),
+    )
 
 
-async def _sse_generate(request: Request, info: ModelInfo, req: Any, prompt_tokens: int
-                        ) -> AsyncIterator[dict[str, str]]:
+async def _sse_generate(
+    request: Request, info: ModelInfo, req: Any, prompt_tokens: int
+) -> AsyncIterator[dict[str, str]]:
     tokens, served = 0, info.version
     try:
         async for text, n, reason, version in _chunks(request, info, req):
@@ -173,39 +219,79 @@ async def _sse_generate(request: Request, info: ModelInfo, req: Any, prompt_toke
             if text:
                 yield {"data": orjson.dumps({"text": text}).decode()}
             if reason:
-                yield {"event": "done", "data": orjson.dumps({
-                    "finish_reason": reason, "model": info.name, "model_version": served,
-                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": tokens,
-                              "total_tokens": prompt_tokens + tokens}}).decode()}
+                yield {
+                    "event": "done",
+                    "data": orjson.dumps(
+                        {
+                            "finish_reason": reason,
+                            "model": info.name,
+                            "model_version": served,
+                            "usage": {
+                                "prompt_tokens": prompt_tokens,
+                                "completion_tokens": tokens,
+                                "total_tokens": prompt_tokens + tokens,
+                            },
+                        }
+                    ).decode(),
+                }
     except errors.APIError as exc:  # headers are gone already: report in-band, then end the stream
         yield {"event": "error", "data": orjson.dumps(errors.error_body(exc.code, exc.message)).decode()}
 
 
-@router.post("/v1/completions", summary="OpenAI-compatible completions (streaming and not)",
-             responses={200: {"content": {"text/event-stream": {}}}, 422: {"description": "invalid"}})
-async def completions(body: CompletionRequest, request: Request, catalog: ModelCatalog = Depends(get_catalog),
-                      settings: Settings = Depends(get_settings)) -> Any:
+@router.post(
+    "/v1/completions",
+    summary="OpenAI-compatible completions (streaming and not)",
+    responses={200: {"content": {"text/event-stream": {}}}, 422: {"description": "invalid"}},
+)
+async def completions(
+    body: CompletionRequest,
+    request: Request,
+    catalog: ModelCatalog = Depends(get_catalog),
+    settings: Settings = Depends(get_settings),
+) -> Any:
     prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
     if len(prompts) != 1:
         raise errors.unprocessable("invalid_parameter", "prompt: exactly one prompt is supported per request")
     info = await pick_model(catalog, body.model)
     prompt = _checked(info, settings, prompts[0], body.max_tokens)
-    req = triton_request(info, prompt, body.max_tokens, body.temperature, body.top_k, body.top_p, body.seed,
-                         _stops(body.stop), request_id(request), _version(request, info, None))
+    req = triton_request(
+        info,
+        prompt,
+        body.max_tokens,
+        body.temperature,
+        body.top_k,
+        body.top_p,
+        body.seed,
+        _stops(body.stop),
+        request_id(request),
+        _version(request, info, None),
+    )
     cid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     head = {"id": cid, "object": "text_completion", "created": created, "model": info.name}
     if body.stream:
-        return EventSourceResponse(_sse_completions(request, info, req, head, prompt if body.echo else ""), ping=15)
+        return EventSourceResponse(
+            _sse_completions(request, info, req, head, prompt if body.echo else ""), ping=15
+        )
     parts, tokens, reason = [prompt] if body.echo else [], 0, ""
     async for text, n, r, _ in _chunks(request, info, req):
         parts.append(text)
         tokens, reason = tokens + n, r or reason
-    return {**head, "choices": [{"text": "".join(parts), "index": 0, "logprobs": None, "finish_reason": reason or "length"}],
-            "usage": {"prompt_tokens": len(prompt), "completion_tokens": tokens, "total_tokens": len(prompt) + tokens}}
+    return {
+        **head,
+        "choices": [
+            {"text": "".join(parts), "index": 0, "logprobs": None, "finish_reason": reason or "length"}
+        ],
+        "usage": {
+            "prompt_tokens": len(prompt),
+            "completion_tokens": tokens,
+            "total_tokens": len(prompt) + tokens,
+        },
+    }
 
 
-async def _sse_completions(request: Request, info: ModelInfo, req: Any, head: dict[str, Any], echo: str
-                           ) -> AsyncIterator[str]:
+async def _sse_completions(
+    request: Request, info: ModelInfo, req: Any, head: dict[str, Any], echo: str
+) -> AsyncIterator[str]:
     def event(text: str, reason: str | None) -> str:
         choice = {"text": text, "index": 0, "logprobs": None, "finish_reason": reason}
         return orjson.dumps({**head, "choices": [choice]}).decode()
@@ -219,4 +305,3 @@ async def _sse_completions(request: Request, info: ModelInfo, req: Any, head: di
     except errors.APIError as exc:
         yield orjson.dumps(errors.error_body(exc.code, exc.message)).decode()
     yield "[DONE]"
-

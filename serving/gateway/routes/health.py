@@ -21,11 +21,17 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: Triton and every discovered model are ready",
-            responses={503: {"description": "not ready"}})
-async def readyz(request: Request, triton: TritonClient = Depends(get_triton),
-                 catalog: ModelCatalog = Depends(get_catalog), settings: Settings = Depends(get_settings)
-                 ) -> JSONResponse:
+@router.get(
+    "/readyz",
+    summary="Readiness: Triton and every discovered model are ready",
+    responses={503: {"description": "not ready"}},
+)
+async def readyz(
+    request: Request,
+    triton: TritonClient = Depends(get_triton),
+    catalog: ModelCatalog = Depends(get_catalog),
+    settings: Settings = Depends(get_settings),
+) -> JSONResponse:
     cached = getattr(request.app.state, "ready_cache", None)
     now = time.monotonic()
     if cached and now - cached[0] < settings.ready_cache_s:

@@ -29,12 +29,22 @@ router = APIRouter(tags=["kserve-v2"])
 ModelName = Path(description="served model name", max_length=256)
 Version = Path(pattern=r"^[1-9][0-9]{0,8}$", description="model version")
 
-INFER_BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": {"type": "object", "description": "KServe v2 inference request"}},
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary",
-                                            "description": "JSON header + binary tensors (binary tensor extension; "
-                                                           "header Inference-Header-Content-Length)"}},
-}}}
+INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"type": "object", "description": "KServe v2 inference request"}},
+            "application/octet-stream": {
+                "schema": {
+                    "type": "string",
+                    "format": "binary",
+                    "description": "JSON header + binary tensors (binary tensor extension; "
+                    "header Inference-Header-Content-Length)",
+                }
+            },
+        },
+    }
+}
 
 
 async def _unary(request: Request, triton: TritonClient, method: str, message: Any, model: str = "") -> Any:
@@ -47,8 +57,11 @@ async def _unary(request: Request, triton: TritonClient, method: str, message: A
 @router.get("/v2", summary="Server metadata (KServe v2)")
 async def server_metadata(request: Request, triton: TritonClient = Depends(get_triton)) -> dict[str, Any]:
     resp = await _unary(request, triton, "ServerMetadata", pb.ServerMetadataRequest())
-    return {"name": resp.name, "version": resp.version,
-            "extensions": [e for e in resp.extensions if e in kserve.EXTENSIONS]}
+    return {
+        "name": resp.name,
+        "version": resp.version,
+        "extensions": [e for e in resp.extensions if e in kserve.EXTENSIONS],
+    }
 
 
 # Health and readiness: clients read the status code only (200 = true); the body says it too.
@@ -61,8 +74,11 @@ async def live() -> dict[str, bool]:
     return {"live": True}
 
 
-@router.get("/v2/health/ready", summary="Readiness (KServe v2): Triton is ready",
-            responses={503: {"description": "not ready"}})
+@router.get(
+    "/v2/health/ready",
+    summary="Readiness (KServe v2): Triton is ready",
+    responses={503: {"description": "not ready"}},
+)
 async def ready(triton: TritonClient = Depends(get_triton)) -> dict[str, bool]:
     if await triton.server_ready(timeout=2.0):
         return {"ready": True}
@@ -76,19 +92,28 @@ _NO_MODEL: dict[int | str, dict[str, Any]] = {404: {"description": "no such mode
 
 async def _metadata(request: Request, triton: TritonClient, name: str, version: str) -> dict[str, Any]:
     request.state.model = name
-    resp = await _unary(request, triton, "ModelMetadata", pb.ModelMetadataRequest(name=name, version=version), name)
+    resp = await _unary(
+        request, triton, "ModelMetadata", pb.ModelMetadataRequest(name=name, version=version), name
+    )
     return kserve.model_metadata(resp)
 
 
 @router.get("/v2/models/{name}", summary="Model metadata (KServe v2)", responses=_NO_MODEL)
-async def model_metadata(request: Request, name: str = ModelName,
-                         triton: TritonClient = Depends(get_triton)) -> dict[str, Any]:
+async def model_metadata(
+    request: Request, name: str = ModelName, triton: TritonClient = Depends(get_triton)
+) -> dict[str, Any]:
     return await _metadata(request, triton, name, "")
 
 
-@router.get("/v2/models/{name}/versions/{version}", summary="Model version metadata (KServe v2)", responses=_NO_MODEL)
-async def model_version_metadata(request: Request, name: str = ModelName, version: str = Version,
-                                 triton: TritonClient = Depends(get_triton)) -> dict[str, Any]:
+@router.get(
+    "/v2/models/{name}/versions/{version}", summary="Model version metadata (KServe v2)", responses=_NO_MODEL
+)
+async def model_version_metadata(
+    request: Request,
+    name: str = ModelName,
+    version: str = Version,
+    triton: TritonClient = Depends(get_triton),
+) -> dict[str, Any]:
     return await _metadata(request, triton, name, version)
 
 
@@ -101,34 +126,52 @@ async def _ready(request: Request, triton: TritonClient, name: str, version: str
 
 
 @router.get("/v2/models/{name}/ready", summary="Model readiness (KServe v2)", responses=_NOT_READY)
-async def model_ready(request: Request, name: str = ModelName,
-                      triton: TritonClient = Depends(get_triton)) -> dict[str, Any]:
+async def model_ready(
+    request: Request, name: str = ModelName, triton: TritonClient = Depends(get_triton)
+) -> dict[str, Any]:
     return await _ready(request, triton, name, "")
 
 
-@router.get("/v2/models/{name}/versions/{version}/ready", summary="Model version readiness (KServe v2)",
-            responses=_NOT_READY)
-async def model_version_ready(request: Request, name: str = ModelName, version: str = Version,
-                              triton: TritonClient = Depends(get_triton)) -> dict[str, Any]:
+@router.get(
+    "/v2/models/{name}/versions/{version}/ready",
+    summary="Model version readiness (KServe v2)",
+    responses=_NOT_READY,
+)
+async def model_version_ready(
+    request: Request,
+    name: str = ModelName,
+    version: str = Version,
+    triton: TritonClient = Depends(get_triton),
+) -> dict[str, Any]:
     return await _ready(request, triton, name, version)
 
 
 async def _config(request: Request, triton: TritonClient, name: str, version: str) -> dict[str, Any]:
     request.state.model = name
-    resp = await _unary(request, triton, "ModelConfig", pb.ModelConfigRequest(name=name, version=version), name)
+    resp = await _unary(
+        request, triton, "ModelConfig", pb.ModelConfigRequest(name=name, version=version), name
+    )
     return kserve.message_to_json(resp.config)
 
 
 @router.get("/v2/models/{name}/config", summary="Model configuration (Triton extension)", responses=_NO_MODEL)
-async def model_config(request: Request, name: str = ModelName,
-                       triton: TritonClient = Depends(get_triton)) -> dict[str, Any]:
+async def model_config(
+    request: Request, name: str = ModelName, triton: TritonClient = Depends(get_triton)
+) -> dict[str, Any]:
     return await _config(request, triton, name, "")
 
 
-@router.get("/v2/models/{name}/versions/{version}/config", summary="Model version configuration (Triton extension)",
-            responses=_NO_MODEL)
-async def model_version_config(request: Request, name: str = ModelName, version: str = Version,
-                               triton: TritonClient = Depends(get_triton)) -> dict[str, Any]:
+@router.get(
+    "/v2/models/{name}/versions/{version}/config",
+    summary="Model version configuration (Triton extension)",
+    responses=_NO_MODEL,
+)
+async def model_version_config(
+    request: Request,
+    name: str = ModelName,
+    version: str = Version,
+    triton: TritonClient = Depends(get_triton),
+) -> dict[str, Any]:
     return await _config(request, triton, name, version)
 
 
@@ -143,13 +186,17 @@ async def _infer(request: Request, name: str, version: str) -> Response:
     header, tail = kserve.split_body(body, headers.get("inference-header-content-length"))
     info = state.catalog.models.get(name)  # no await: an unknown model is Triton's 404 below
     if info is not None and info.decoupled:
-        raise errors.unprocessable("decoupled_model", f"model {name!r} streams its responses (decoupled): use "
-                                                      "gRPC ModelStreamInfer (tritonclient.grpc start_stream) on "
-                                                      "the gateway's gRPC port, or its task route")
+        raise errors.unprocessable(
+            "decoupled_model",
+            f"model {name!r} streams its responses (decoupled): use "
+            "gRPC ModelStreamInfer (tritonclient.grpc start_stream) on "
+            "the gateway's gRPC port, or its task route",
+        )
     router_: versions.VersionRouter = state.versions
     chosen = router_.choose(name, info, version, headers.get)
-    req, plan = kserve.build_request(header, tail, name, chosen, request_id(request), info,
-                                     settings.max_tensor_elements)
+    req, plan = kserve.build_request(
+        header, tail, name, chosen, request_id(request), info, settings.max_tensor_elements
+    )
     metrics: GatewayMetrics = state.metrics
     start = time.perf_counter()
     try:
@@ -171,20 +218,37 @@ async def _infer(request: Request, name: str, version: str) -> Response:
 
 
 _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
-    200: {"content": {"application/json": {}, "application/octet-stream": {}},
-          "headers": {"X-Model-Version": {"description": "the version that served", "schema": {"type": "string"}}}},
-    400: {"description": "malformed body"}, 404: {"description": "no such model or version"},
-    413: {"description": "too large"}, 422: {"description": "a tensor does not fit the model"}}
+    200: {
+        "content": {"application/json": {}, "application/octet-stream": {}},
+        "headers": {
+            "X-Model-Version": {"description": "the version that served", "schema": {"type": "string"}}
+        },
+    },
+    400: {"description": "malformed body"},
+    404: {"description": "no such model or version"},
+    413: {"description": "too large"},
+    422: {"description": "a tensor does not fit the model"},
+}
 
 
-@router.post("/v2/models/{name}/infer", summary="Inference (KServe v2; JSON or binary tensors)",
-             openapi_extra=INFER_BODY, response_class=Response, responses=_INFER_RESPONSES)
+@router.post(
+    "/v2/models/{name}/infer",
+    summary="Inference (KServe v2; JSON or binary tensors)",
+    openapi_extra=INFER_BODY,
+    response_class=Response,
+    responses=_INFER_RESPONSES,
+)
 async def infer(request: Request, name: str = ModelName) -> Response:
     return await _infer(request, name, "")
 
 
-@router.post("/v2/models/{name}/versions/{version}/infer", summary="Inference on one model version (KServe v2)",
-             openapi_extra=INFER_BODY, response_class=Response, responses=_INFER_RESPONSES)
+@router.post(
+    "/v2/models/{name}/versions/{version}/infer",
+    summary="Inference on one model version (KServe v2)",
+    openapi_extra=INFER_BODY,
+    response_class=Response,
+    responses=_INFER_RESPONSES,
+)
 async def infer_version(request: Request, name: str = ModelName, version: str = Version) -> Response:
     return await _infer(request, name, version)
 

@@ -46,14 +46,19 @@ def palette_of(info: ModelInfo, n: int) -> np.ndarray:
     return colours
 
 
-async def run_segmentation(request: Request, info: ModelInfo, img: Image.Image, settings: Settings) -> np.ndarray:
+async def run_segmentation(
+    request: Request, info: ModelInfo, img: Image.Image, settings: Settings
+) -> np.ndarray:
     """Mask (H, W) uint8 at the image's own size. Pads to the U-Net's multiple; downsizes huge inputs."""
     channels = info.param_int("channels", 3) or 3
     multiple = info.param_int("multiple_of", 16) or 16
     w0, h0 = img.size
     scale = min(1.0, settings.segment_max_side / max(w0, h0))
-    work = img if scale == 1.0 else img.resize((max(1, round(w0 * scale)), max(1, round(h0 * scale))),
-                                               Image.Resampling.BILINEAR)
+    work = (
+        img
+        if scale == 1.0
+        else img.resize((max(1, round(w0 * scale)), max(1, round(h0 * scale))), Image.Resampling.BILINEAR)
+    )
     arr = to_model_image(work, None, channels)  # (C, h, w)
     _, h, w = arr.shape
     ph, pw = math.ceil(h / multiple) * multiple - h, math.ceil(w / multiple) * multiple - w
@@ -67,16 +72,27 @@ async def run_segmentation(request: Request, info: ModelInfo, img: Image.Image, 
     return mask
 
 
-@router.post("/v1/segment", response_model=SegmentResponse, openapi_extra=IMAGE_BODY,
-             summary="Segment an image: class fractions + palette mask PNG (+ overlay)",
-             responses={200: {"content": {"image/png": {}}, "description": "JSON, or a PNG with output=mask|overlay"},
-                        413: {"description": "too large"}, 415: {"description": "not an image"},
-                        422: {"description": "invalid"}, 503: {"description": "Triton down"}})
+@router.post(
+    "/v1/segment",
+    response_model=SegmentResponse,
+    openapi_extra=IMAGE_BODY,
+    summary="Segment an image: class fractions + palette mask PNG (+ overlay)",
+    responses={
+        200: {"content": {"image/png": {}}, "description": "JSON, or a PNG with output=mask|overlay"},
+        413: {"description": "too large"},
+        415: {"description": "not an image"},
+        422: {"description": "invalid"},
+        503: {"description": "Triton down"},
+    },
+)
 async def segment(
     request: Request,
-    output: str | None = Query(None, pattern="^(json|mask|overlay)$",
-                               description="json (default), or a PNG body: mask (palette) or overlay; "
-                                           "`Accept: image/png` alone means mask"),
+    output: str | None = Query(
+        None,
+        pattern="^(json|mask|overlay)$",
+        description="json (default), or a PNG body: mask (palette) or overlay; "
+        "`Accept: image/png` alone means mask",
+    ),
     include_overlay: bool = Query(False, description="add a base64 overlay PNG to the JSON answer"),
     alpha: float = Query(0.5, ge=0.0, le=1.0, description="overlay opacity of the class colours"),
     model: str | None = Query(None, description="served model name; default: the first segmentation model"),
@@ -90,8 +106,11 @@ async def segment(
     n = max(len(labels), int(mask.max()) + 1)
     colours = palette_of(info, n)
     version = request.state.model_version
-    if output is None and "image/png" in request.headers.get("accept", "") and "json" not in request.headers.get(
-            "accept", ""):
+    if (
+        output is None
+        and "image/png" in request.headers.get("accept", "")
+        and "json" not in request.headers.get("accept", "")
+    ):
         output = "mask"
     overlay = None
     if output == "overlay" or include_overlay:
@@ -107,10 +126,18 @@ async def segment(
         return Response(overlay, media_type="image/png", headers=headers)
     counts = np.bincount(mask.reshape(-1), minlength=n)
     total = float(mask.size)
-    classes = [ClassFraction(label=labels[i] if i < len(labels) else str(i), index=i, fraction=counts[i] / total)
-               for i in range(n)]
+    classes = [
+        ClassFraction(label=labels[i] if i < len(labels) else str(i), index=i, fraction=counts[i] / total)
+        for i in range(n)
+    ]
     if not classes:
         raise errors.APIError(502, "model_mismatch", "segmentation model returned no classes")
-    return SegmentResponse(model=info.name, model_version=version, width=img.size[0], height=img.size[1],
-                           classes=classes, mask_png=base64.b64encode(mask_png).decode(),
-                           overlay_png=base64.b64encode(overlay).decode() if overlay and include_overlay else None)
+    return SegmentResponse(
+        model=info.name,
+        model_version=version,
+        width=img.size[0],
+        height=img.size[1],
+        classes=classes,
+        mask_png=base64.b64encode(mask_png).decode(),
+        overlay_png=base64.b64encode(overlay).decode() if overlay and include_overlay else None,
+    )

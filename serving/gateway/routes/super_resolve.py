@@ -25,19 +25,35 @@ async def pick_model(catalog: ModelCatalog, name: str | None, scale: int, varian
     if name:
         return await catalog.for_task("super_resolution", name)
     await catalog.for_task("super_resolution")  # raises a clear 404/503 when none is served
-    matches = sorted((m for m in catalog.models.values() if m.task == "super_resolution"
-                      and m.param_int("scale") == scale and m.param("variant", "psnr") == variant),
-                     key=lambda m: m.name)
+    matches = sorted(
+        (
+            m
+            for m in catalog.models.values()
+            if m.task == "super_resolution"
+            and m.param_int("scale") == scale
+            and m.param("variant", "psnr") == variant
+        ),
+        key=lambda m: m.name,
+    )
     if not matches:
-        offered = sorted({(m.param_int("scale"), m.param("variant")) for m in catalog.models.values()
-                          if m.task == "super_resolution"})
-        raise errors.unprocessable("unsupported_scale", f"no super-resolution model for scale={scale}, "
-                                   f"model={variant!r}; served (scale, model): {offered}")
+        offered = sorted(
+            {
+                (m.param_int("scale"), m.param("variant"))
+                for m in catalog.models.values()
+                if m.task == "super_resolution"
+            }
+        )
+        raise errors.unprocessable(
+            "unsupported_scale",
+            f"no super-resolution model for scale={scale}, "
+            f"model={variant!r}; served (scale, model): {offered}",
+        )
     return matches[0]
 
 
-async def upscale(request: Request, info: ModelInfo, chw: np.ndarray, settings: Settings,
-                  tile: int | None = None) -> np.ndarray:
+async def upscale(
+    request: Request, info: ModelInfo, chw: np.ndarray, settings: Settings, tile: int | None = None
+) -> np.ndarray:
     """(C, H, W) uint8 -> (C, sH, sW) uint8, tiled when larger than ``tile``."""
     scale = info.param_int("scale", 2) or 2
     tile = tile or settings.sr_tile_size
@@ -65,16 +81,27 @@ async def upscale(request: Request, info: ModelInfo, chw: np.ndarray, settings: 
     return tiling.stitch(np.concatenate(outs), tiles, h, w, scale)
 
 
-@router.post("/v1/super-resolve", openapi_extra=IMAGE_BODY, response_class=Response,
-             summary="Upscale an image (PNG out); scale 2 or 4; PSNR-oriented (psnr) or GAN generator",
-             responses={200: {"content": {"image/png": {}}, "description": "the upscaled image"},
-                        413: {"description": "input or output too large"}, 415: {"description": "not an image"},
-                        422: {"description": "invalid"}, 503: {"description": "Triton down"}})
+@router.post(
+    "/v1/super-resolve",
+    openapi_extra=IMAGE_BODY,
+    response_class=Response,
+    summary="Upscale an image (PNG out); scale 2 or 4; PSNR-oriented (psnr) or GAN generator",
+    responses={
+        200: {"content": {"image/png": {}}, "description": "the upscaled image"},
+        413: {"description": "input or output too large"},
+        415: {"description": "not an image"},
+        422: {"description": "invalid"},
+        503: {"description": "Triton down"},
+    },
+)
 async def super_resolve(
     request: Request,
     scale: int = Query(2, description="upscaling factor: 2 or 4 (as served)"),
-    model: str = Query("psnr", pattern="^(psnr|gan)$",
-                       description="psnr: SRResNet (faithful, higher PSNR); gan: SRGAN (sharper textures)"),
+    model: str = Query(
+        "psnr",
+        pattern="^(psnr|gan)$",
+        description="psnr: SRResNet (faithful, higher PSNR); gan: SRGAN (sharper textures)",
+    ),
     model_name: str | None = Query(None, description="a served model by name (overrides scale/model)"),
     catalog: ModelCatalog = Depends(get_catalog),
     settings: Settings = Depends(get_settings),
@@ -86,12 +113,17 @@ async def super_resolve(
     real_scale = info.param_int("scale", scale) or scale
     out_pixels = img.size[0] * img.size[1] * real_scale * real_scale
     if out_pixels > settings.sr_max_output_pixels:
-        raise errors.too_large(f"output would be {img.size[0] * real_scale}x{img.size[1] * real_scale} = "
-                               f"{out_pixels} pixels, above the limit of {settings.sr_max_output_pixels}; "
-                               "send a smaller image or a smaller scale")
+        raise errors.too_large(
+            f"output would be {img.size[0] * real_scale}x{img.size[1] * real_scale} = "
+            f"{out_pixels} pixels, above the limit of {settings.sr_max_output_pixels}; "
+            "send a smaller image or a smaller scale"
+        )
     request.state.model = info.name
     chw = to_model_image(img, None, info.param_int("channels", 3) or 3)
     out = await upscale(request, info, chw, settings)
     png = codecs.encode_png(np.asarray(from_chw(out)))
-    return Response(png, media_type="image/png",
-                    headers=codecs.png_response_headers(info.name, request.state.model_version))
+    return Response(
+        png,
+        media_type="image/png",
+        headers=codecs.png_response_headers(info.name, request.state.model_version),
+    )

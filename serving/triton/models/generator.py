@@ -138,7 +138,9 @@ class LstmEngine:
 
     def prefill(self, seq: Sequence, ids: np.ndarray) -> np.ndarray:
         zeros = np.zeros((self.layers, 1, self.hidden), np.float32)
-        logits, h, c = self.session.run(None, {"tokens": ids[None, :].astype(np.int64), "h": zeros, "c": zeros})
+        logits, h, c = self.session.run(
+            None, {"tokens": ids[None, :].astype(np.int64), "h": zeros, "c": zeros}
+        )
         seq.pending, seq.cache_len = (h, c), len(ids)
         return logits[0, -1]
 
@@ -153,7 +155,7 @@ class LstmEngine:
                 s.pending = None
             else:
                 i = where[id(s)]
-                h, c = self.h[:, i:i + 1], self.c[:, i:i + 1]
+                h, c = self.h[:, i : i + 1], self.c[:, i : i + 1]
             hs.append(h)
             cs.append(c)
         self.h, self.c, self.rows = np.concatenate(hs, axis=1), np.concatenate(cs, axis=1), list(seqs)
@@ -187,8 +189,9 @@ class GptEngine:
     def _empty(self, n: int, p: int) -> list[np.ndarray]:
         return [np.zeros((n, self.heads, p, self.head_dim), np.float32) for _ in range(self.layers)]
 
-    def _feeds(self, tokens: np.ndarray, lengths: np.ndarray, k: list[np.ndarray], v: list[np.ndarray]
-               ) -> dict[str, np.ndarray]:
+    def _feeds(
+        self, tokens: np.ndarray, lengths: np.ndarray, k: list[np.ndarray], v: list[np.ndarray]
+    ) -> dict[str, np.ndarray]:
         feeds = {"tokens": tokens, "past_lengths": lengths}
         for i in range(self.layers):
             feeds[f"past_k_{i}"], feeds[f"past_v_{i}"] = k[i], v[i]
@@ -196,8 +199,9 @@ class GptEngine:
 
     def prefill(self, seq: Sequence, ids: np.ndarray) -> np.ndarray:
         empty = self._empty(1, 0)
-        logits, k, v = self.session.run(None, self._feeds(ids[None, :].astype(np.int64), np.zeros(1, np.int64),
-                                                          empty, empty))
+        logits, k, v = self.session.run(
+            None, self._feeds(ids[None, :].astype(np.int64), np.zeros(1, np.int64), empty, empty)
+        )
         seq.pending, seq.cache_len = (k, v), len(ids)  # (L, 1, H, T, D): columns 0..T-1
         return logits[0, -1]
 
@@ -259,7 +263,9 @@ class TritonPythonModel:
 
         config = json.loads(args["model_config"])
         if not pb_utils.using_decoupled_model_transaction_policy(config):
-            raise pb_utils.TritonModelException("the generator streams: set model_transaction_policy { decoupled: true }")
+            raise pb_utils.TritonModelException(
+                "the generator streams: set model_transaction_policy { decoupled: true }"
+            )
         params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         vdir = os.path.join(args["model_repository"], args["model_version"])
         self.logger = pb_utils.Logger
@@ -290,14 +296,23 @@ class TritonPythonModel:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers: list[Any] = ["CPUExecutionProvider"]
         if params.get("device") == "gpu" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(args.get("model_instance_device_id", 0))}))
-        session = ort.InferenceSession(os.path.join(vdir, params.get("onnx_file", "decoder.onnx")),
-                                       sess_options=opts, providers=providers)
+            providers.insert(
+                0, ("CUDAExecutionProvider", {"device_id": int(args.get("model_instance_device_id", 0))})
+            )
+        session = ort.InferenceSession(
+            os.path.join(vdir, params.get("onnx_file", "decoder.onnx")),
+            sess_options=opts,
+            providers=providers,
+        )
         facts = json.loads(params.get("state", "{}"))
         if params.get("arch") == "gpt":
             self.engine: LstmEngine | GptEngine = GptEngine(
-                session, int(facts["n_layer"]), int(facts["n_head"]), int(facts["head_dim"]),
-                int(params["context_length"]))
+                session,
+                int(facts["n_layer"]),
+                int(facts["n_head"]),
+                int(facts["head_dim"]),
+                int(params["context_length"]),
+            )
         else:
             self.engine = LstmEngine(session, int(facts["num_layers"]), int(facts["hidden_size"]))
 
@@ -344,9 +359,12 @@ class TritonPythonModel:
         if not 1 <= max_new <= self.max_new_cap:
             raise ValueError(f"MAX_NEW_TOKENS must be in 1..{self.max_new_cap}, got {max_new}")
         seed = _scalar(request, "SEED", -1, int)
-        params = SamplingParams(temperature=_scalar(request, "TEMPERATURE", 1.0, float),
-                                top_k=_scalar(request, "TOP_K", 0, int), top_p=_scalar(request, "TOP_P", 1.0, float),
-                                seed=seed if seed >= 0 else None).validate()
+        params = SamplingParams(
+            temperature=_scalar(request, "TEMPERATURE", 1.0, float),
+            top_k=_scalar(request, "TOP_K", 0, int),
+            top_p=_scalar(request, "TOP_P", 1.0, float),
+            seed=seed if seed >= 0 else None,
+        ).validate()
         stop_arr = _tensor(request, "STOP")
         stops = [s for s in (_text(x) for x in (stop_arr if stop_arr is not None else [])) if s]
         if len(stops) > MAX_STOPS or any(len(s) > MAX_STOP_CHARS for s in stops):
@@ -358,8 +376,16 @@ class TritonPythonModel:
             if not 1 <= chunk <= MAX_CHUNK_TOKENS:
                 raise ValueError(f"chunk_tokens must be in 1..{MAX_CHUNK_TOKENS}, got {chunk}")
         ids = prompt_ids(self.vocab, prompt, self.engine.context_length)
-        return Sequence(request.request_id(), sender, [int(i) for i in ids], params, params.rng(), max_new,
-                        StopMatcher(stops), chunk)
+        return Sequence(
+            request.request_id(),
+            sender,
+            [int(i) for i in ids],
+            params,
+            params.rng(),
+            max_new,
+            StopMatcher(stops),
+            chunk,
+        )
 
     # --- decode loop (background thread) -------------------------------------------------------
 
@@ -419,16 +445,30 @@ class TritonPythonModel:
 
     def _log_stats(self) -> None:
         st, wall = self.stats, time.perf_counter() - self.stats_since
-        summary = {"wall_s": round(wall, 3), "tokens_per_s": round((st["rows"] + st["prefills"]) / wall, 1),
-                   "mean_batch": round(st["rows"] / max(st["iterations"], 1), 2), "active": len(self.active),
-                   **{k: round(v, 4) if isinstance(v, float) else v for k, v in st.items()}}
+        summary = {
+            "wall_s": round(wall, 3),
+            "tokens_per_s": round((st["rows"] + st["prefills"]) / wall, 1),
+            "mean_batch": round(st["rows"] / max(st["iterations"], 1), 2),
+            "active": len(self.active),
+            **{k: round(v, 4) if isinstance(v, float) else v for k, v in st.items()},
+        }
         self.logger.log_info(f"{self.name}: decode stats {json.dumps(summary)}")
         self.stats, self.stats_since = self._zero_stats(), time.perf_counter()
 
     @staticmethod
     def _zero_stats() -> dict[str, float]:
-        return {"iterations": 0, "rows": 0, "prefills": 0, "prefill_s": 0.0, "refeed_s": 0.0, "step_s": 0.0,
-                "emit_s": 0.0, "responses": 0, "send_s": 0.0, "cancel_check_s": 0.0}
+        return {
+            "iterations": 0,
+            "rows": 0,
+            "prefills": 0,
+            "prefill_s": 0.0,
+            "refeed_s": 0.0,
+            "step_s": 0.0,
+            "emit_s": 0.0,
+            "responses": 0,
+            "send_s": 0.0,
+            "cancel_check_s": 0.0,
+        }
 
     def _advance(self, seqs: list[Sequence], logits: np.ndarray) -> None:
         tokens = sample_next(logits, [s.params for s in seqs], [s.rng for s in seqs])
@@ -447,7 +487,9 @@ class TritonPythonModel:
                 seq.done = True
             self._post(seq, tok, text, reason)
 
-    def _post(self, seq: Sequence, tok: int | None = None, text: str = "", reason: str = "", error: str = "") -> None:
+    def _post(
+        self, seq: Sequence, tok: int | None = None, text: str = "", reason: str = "", error: str = ""
+    ) -> None:
         """Put output in the sequence's outbox; queue the sequence for the sender unless it already waits.
 
         The sender thread does the blocking IPC (``send`` ~0.15-0.2 ms, ``is_cancelled`` ~0.06-0.1 ms
@@ -462,8 +504,11 @@ class TritonPythonModel:
             seq.out_reason = seq.out_reason or reason
             seq.out_error = seq.out_error or error
             # The first token leaves at once (time to first token); later ones in chunks, bigger under load.
-            due = (bool(seq.out_reason or seq.out_error) or seq.generated <= 1
-                   or len(seq.out_ids) >= max(seq.chunk, self.load_chunk))
+            due = (
+                bool(seq.out_reason or seq.out_error)
+                or seq.generated <= 1
+                or len(seq.out_ids) >= max(seq.chunk, self.load_chunk)
+            )
             if due and not seq.queued:
                 seq.queued = True
                 self.outq.put(seq)
@@ -501,11 +546,13 @@ class TritonPythonModel:
                 elif error:
                     self._fail(seq.sender, error, pb_utils.TritonError.INTERNAL)
                 else:
-                    response = pb_utils.InferenceResponse(output_tensors=[
-                        pb_utils.Tensor("TEXT", np.array([text.encode("utf-8")], dtype=np.object_)),
-                        pb_utils.Tensor("TOKEN_IDS", np.array(ids, dtype=np.int64)),
-                        pb_utils.Tensor("FINISH_REASON", np.array([reason.encode()], dtype=np.object_)),
-                    ])
+                    response = pb_utils.InferenceResponse(
+                        output_tensors=[
+                            pb_utils.Tensor("TEXT", np.array([text.encode("utf-8")], dtype=np.object_)),
+                            pb_utils.Tensor("TOKEN_IDS", np.array(ids, dtype=np.int64)),
+                            pb_utils.Tensor("FINISH_REASON", np.array([reason.encode()], dtype=np.object_)),
+                        ]
+                    )
                     seq.sender.send(response, flags=FINAL if reason else 0)
             except Exception as exc:  # the client went away since the last is_cancelled() check
                 seq.cancelled = seq.closed = True
@@ -516,14 +563,18 @@ class TritonPythonModel:
                 if gone:
                     self._close_cancelled(seq)
                 else:
-                    self.logger.log_warn(f"{self.name}: request {seq.request_id!r}: send failed ({exc}); dropped")
+                    self.logger.log_warn(
+                        f"{self.name}: request {seq.request_id!r}: send failed ({exc}); dropped"
+                    )
             st = self.stats  # read each time: _log_stats swaps the dict
             st["responses"] += 1
             st["cancel_check_s"] += t1 - t0
             st["send_s"] += clock() - t1
 
     def _close_cancelled(self, seq: Sequence) -> None:
-        self.logger.log_info(f"{self.name}: request {seq.request_id!r} cancelled after {seq.generated} tokens")
+        self.logger.log_info(
+            f"{self.name}: request {seq.request_id!r} cancelled after {seq.generated} tokens"
+        )
         try:
             seq.sender.send(flags=FINAL)  # the final flag is still owed to Triton after a cancellation
         except Exception as exc:

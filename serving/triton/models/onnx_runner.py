@@ -36,8 +36,12 @@ class TritonPythonModel:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         providers = ["CPUExecutionProvider"]
         if params.get("device") == "gpu" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(args.get("model_instance_device_id", 0))}))
-        path = os.path.join(args["model_repository"], args["model_version"], params.get("onnx_file", "model.onnx"))
+            providers.insert(
+                0, ("CUDAExecutionProvider", {"device_id": int(args.get("model_instance_device_id", 0))})
+            )
+        path = os.path.join(
+            args["model_repository"], args["model_version"], params.get("onnx_file", "model.onnx")
+        )
         self.session = ort.InferenceSession(path, sess_options=opts, providers=providers)
 
     def execute(self, requests: list[Any]) -> list[Any]:
@@ -55,11 +59,14 @@ class TritonPythonModel:
                 self._run_group(members, feeds_per_request, responses)
             except Exception as exc:  # one bad group must not fail the others
                 for i in members:
-                    responses[i] = pb_utils.InferenceResponse(error=pb_utils.TritonError(f"onnxruntime: {exc}"))
+                    responses[i] = pb_utils.InferenceResponse(
+                        error=pb_utils.TritonError(f"onnxruntime: {exc}")
+                    )
         return responses
 
-    def _run_group(self, members: list[int], feeds_per_request: list[dict[str, np.ndarray]],
-                   responses: list[Any]) -> None:
+    def _run_group(
+        self, members: list[int], feeds_per_request: list[dict[str, np.ndarray]], responses: list[Any]
+    ) -> None:
         if len(members) == 1 or not self.batched:
             for i in members:
                 outs = self.session.run(self.output_names, feeds_per_request[i])
@@ -70,11 +77,14 @@ class TritonPythonModel:
         outs = self.session.run(self.output_names, feeds)
         offsets = np.cumsum([0, *sizes])
         for j, i in enumerate(members):
-            responses[i] = self._response([o[offsets[j]:offsets[j + 1]] for o in outs])
+            responses[i] = self._response([o[offsets[j] : offsets[j + 1]] for o in outs])
 
     def _response(self, outs: list[np.ndarray]) -> Any:
         return pb_utils.InferenceResponse(
-            output_tensors=[pb_utils.Tensor(n, np.ascontiguousarray(o)) for n, o in zip(self.output_names, outs, strict=True)]
+            output_tensors=[
+                pb_utils.Tensor(n, np.ascontiguousarray(o))
+                for n, o in zip(self.output_names, outs, strict=True)
+            ]
         )
 
     def finalize(self) -> None:

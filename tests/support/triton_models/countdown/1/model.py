@@ -10,8 +10,10 @@ class TritonPythonModel:
             sender = request.get_response_sender()
             n = int(pb_utils.get_input_tensor_by_name(request, "N").as_numpy().reshape(-1)[0])
             if not 0 <= n <= 1000:
-                sender.send(pb_utils.InferenceResponse(error=pb_utils.TritonError(f"N={n} is outside [0, 1000]")),
-                            flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                sender.send(
+                    pb_utils.InferenceResponse(error=pb_utils.TritonError(f"N={n} is outside [0, 1000]")),
+                    flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+                )
                 continue
             for i in range(n - 1, -1, -1):
                 if request.is_cancelled():
