@@ -44,6 +44,9 @@ $(ART)/sr_x4/sr_psnr_x4/model.pt $(ART)/sr_x4/sr_gan_x4/model.pt &: $(SR_DEPS)
 $(ART)/anomaly/model.pt: $(COMMON) training/anomaly.py training/models/autoencoder.py training/data/anomaly.py training/data/digits.py
 	$(PY) -m training.anomaly $(TRAIN_FLAGS) --out $(@D)
 
+$(ART)/denoiser/model.pt: $(COMMON) training/denoise.py training/models/denoiser.py training/data/photos.py training/data/bundled.py
+	$(PY) -m training.denoise $(TRAIN_FLAGS) --out $(@D)
+
 TEXT_DEPS := $(COMMON) training/generate.py training/data/shakespeare.py serving/textgen.py
 $(ART)/lstm/model.pt: $(TEXT_DEPS) training/models/lstm_lm.py
 	$(PY) -m training.generate --arch lstm_lm $(TRAIN_FLAGS) --out $(@D)
@@ -54,7 +57,8 @@ $(ART)/gpt/model.pt: $(TEXT_DEPS) training/models/gpt.py
 CHECKPOINTS := $(ART)/classifier/model.pt:classifier $(ART)/segmenter/model.pt:segmenter \
 	$(ART)/sr_x2/sr_psnr_x2/model.pt:sr_psnr_x2 $(ART)/sr_x2/sr_gan_x2/model.pt:sr_gan_x2 \
 	$(ART)/sr_x4/sr_psnr_x4/model.pt:sr_psnr_x4 $(ART)/sr_x4/sr_gan_x4/model.pt:sr_gan_x4 \
-	$(ART)/anomaly/model.pt:anomaly $(ART)/lstm/model.pt:lstm $(ART)/gpt/model.pt:gpt
+	$(ART)/anomaly/model.pt:anomaly $(ART)/lstm/model.pt:lstm $(ART)/gpt/model.pt:gpt \
+	$(ART)/denoiser/model.pt:denoiser
 
 train: $(foreach c,$(CHECKPOINTS),$(firstword $(subst :, ,$(c)))) ## train every model (quick profile: minutes on 2 CPU cores)
 

@@ -31,7 +31,8 @@ TOLERANCES = {
     "segmentation/mean_iou": 0.01,  # argmax of logits equal to ~1e-5; a few boundary pixels may flip
     "super_resolution/psnr": 0.05,  # uint8 rounding of x.5 values may differ by one level (dB)
     "super_resolution/ssim": 0.002,
-    "anomaly/roc_auc": 0.005,  # float32 scores agree to ~1e-6
+    "anomaly/roc_auc": 0.005,
+    "denoising/psnr": 0.05,  # same uint8 rounding as super-resolution (dB)  # float32 scores agree to ~1e-6
     "text_generation/greedy_exact_match": 0.0,  # greedy decoding must reproduce the offline text exactly
 }
 
@@ -250,12 +251,46 @@ def check_text(client: httpx.Client, art: Path, tokens: int) -> list[Row]:
     return rows
 
 
+def check_denoising(client: httpx.Client, art: Path, max_side: int) -> list[Row]:
+    """PSNR of the denoised held-out photos at sigma 25, offline vs through /v1/denoise; baseline: median."""
+    from training.common import load_checkpoint
+    from training.data.photos import held_out_images
+    from training.denoise import EVAL_SEED, add_noise, denoise, median_filter
+    from training.super_resolve import image_metrics
+
+    path = art / "denoiser" / "model.pt"
+    if not path.exists():
+        return []
+    model = load_checkpoint(path).model
+    rng = np.random.default_rng(EVAL_SEED)
+    clean = [im.hr for im in held_out_images(1, max_side=max_side)]
+    noisy = [add_noise(c, 25.0, rng) for c in clean]
+    off, srv, base = [], [], []
+    for c, n in zip(clean, noisy, strict=True):
+        off.append(image_metrics(denoise(model, n), c, 0)["psnr"])
+        body = post_image(client, "/v1/denoise", png(n), model="denoiser").content
+        srv.append(image_metrics(np.asarray(Image.open(io.BytesIO(body)).convert("RGB")), c, 0)["psnr"])
+        base.append(image_metrics(median_filter(n, 3), c, 0)["psnr"])
+    return [
+        Row(
+            "denoising",
+            "denoiser",
+            "psnr",
+            float(np.mean(off)),
+            float(np.mean(srv)),
+            baseline=float(np.mean(base)),
+            n=len(clean),
+        )
+    ]
+
+
 def run(url: str, art: Path, limit: int, tasks: list[str]) -> list[Row]:
     checks: dict[str, Callable[[httpx.Client], list[Row]]] = {
         "classification": lambda c: check_classification(c, art, limit),
         "segmentation": lambda c: check_segmentation(c, art, min(limit, 100)),
         "super_resolution": lambda c: check_super_resolution(c, art, 256 if limit < 360 else 0),
         "anomaly": lambda c: check_anomaly(c, art, limit),
+        "denoising": lambda c: check_denoising(c, art, 256 if limit < 360 else 0),
         "text_generation": lambda c: check_text(c, art, 40),
     }
     rows: list[Row] = []
@@ -294,7 +329,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--tasks",
         nargs="+",
-        default=["classification", "segmentation", "super_resolution", "anomaly", "text_generation"],
+        default=[
+            "classification",
+            "segmentation",
+            "super_resolution",
+            "anomaly",
+            "denoising",
+            "text_generation",
+        ],
     )
     p.add_argument("--out", type=Path, default=Path("reports/quality.json"))
     args = p.parse_args(argv)

@@ -25,6 +25,7 @@ def served_checkpoints(classifier_ckpt: Path) -> dict[str, Path]:
         "segmenter": models.segmenter_checkpoint(),
         **models.sr_checkpoints(2),
         "anomaly": models.anomaly_checkpoint(),
+        "denoiser": models.denoiser_checkpoint(),
     }
     ckpts.update({SERVED[arch]: text_checkpoint(arch) for arch in ("lstm_lm", "gpt")})
     return ckpts

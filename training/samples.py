@@ -2,7 +2,8 @@
 
     python -m training.samples --out build/samples
 
-digits (classify, anomaly), generated scenes (segment), a held-out photo downscaled (super-resolve),
+digits (classify, anomaly), generated scenes (segment), a held-out photo downscaled (super-resolve)
+and with noise added (denoise),
 and an anomaly (random shapes) — none of them was trained on.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 
@@ -41,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     for name, arr in (("photo_lr.png", photo.lr), ("photo_hr.png", photo.hr)):
         Image.fromarray(arr).save(args.out / name)
         written.append(args.out / name)
+    from training.denoise import EVAL_SEED, add_noise
+
+    noisy = add_noise(photo.hr, 25.0, np.random.default_rng(EVAL_SEED))  # denoise: held-out, sigma 25
+    Image.fromarray(noisy).save(args.out / "photo_noisy.png")
+    written.append(args.out / "photo_noisy.png")
     anomalies, kinds = raw_anomalies(args.count)
     for i, (a, kind) in enumerate(zip(anomalies, kinds, strict=True)):
         path = args.out / f"anomaly_{i}_{kind}.png"

@@ -16,7 +16,7 @@ from training.common import Checkpoint
 
 Exporter = Callable[[Checkpoint, Path, str], list[RepositoryModel]]
 _EXPORTERS: dict[str, Exporter] = {}
-_MODULES = ("classification", "segmentation", "super_resolution", "text_generation", "anomaly")
+_MODULES = ("classification", "segmentation", "super_resolution", "text_generation", "anomaly", "denoising")
 
 
 def register_exporter(task: str) -> Callable[[Exporter], Exporter]:

@@ -23,6 +23,7 @@ from serving.gateway.routes import (
     admin,
     anomaly,
     classify,
+    denoise,
     generate,
     health,
     kserve_http,
@@ -43,6 +44,7 @@ ROUTERS = [
     segment.router,
     super_resolve.router,
     anomaly.router,
+    denoise.router,
     generate.router,
 ]
 

@@ -17,6 +17,7 @@ LAYOUT = {
     "sr_psnr_x2": "sr_x2/sr_psnr_x2",
     "sr_gan_x2": "sr_x2/sr_gan_x2",
     "anomaly": "anomaly",
+    "denoiser": "denoiser",
     "lstm": "lstm",
     "gpt": "gpt",
 }
@@ -29,13 +30,14 @@ def test_served_and_offline_agree(
     for name, sub in LAYOUT.items():
         (art / sub).mkdir(parents=True)
         (art / sub / "model.pt").symlink_to(served_checkpoints[name])
-    tasks = ["classification", "segmentation", "super_resolution", "anomaly", "text_generation"]
+    tasks = ["classification", "segmentation", "super_resolution", "anomaly", "denoising", "text_generation"]
     rows = quality.run(gateway.url, art, limit=40, tasks=tasks)
     assert {r.task for r in rows} == {
         "classification",
         "segmentation",
         "super_resolution",
         "anomaly",
+        "denoising",
         "text_generation",
     }
     bad = [r.to_dict() for r in rows if not r.ok]

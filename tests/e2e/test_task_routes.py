@@ -116,6 +116,43 @@ def test_super_resolve_output_limit_is_413(tiling_gateway: GatewayHandle) -> Non
     assert r.status_code == 413 and "output would be 400x400" in r.json()["error"]["message"]
 
 
+# --- denoising -----------------------------------------------------------------------------------
+
+
+def test_denoise_png_out_equals_offline(gateway: GatewayHandle, served_checkpoints: dict[str, Path]) -> None:
+    from training.common import load_checkpoint
+    from training.denoise import add_noise, denoise
+
+    noisy = add_noise(photo(40, 52), 25.0, np.random.default_rng(0))
+    r = post(gateway.url, "/v1/denoise", png(noisy))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "image/png" and r.headers["x-model"] == "denoiser"
+    served = np.asarray(Image.open(io.BytesIO(r.content)).convert("RGB"), dtype=np.int16)
+    offline = denoise(load_checkpoint(served_checkpoints["denoiser"]).model, noisy).astype(np.int16)
+    assert served.shape == offline.shape == (40, 52, 3)
+    assert np.abs(served - offline).max() <= 1  # uint8 rounding of x.5 values only
+
+
+def test_denoise_tiled_equals_untiled(gateway: GatewayHandle, tiling_gateway: GatewayHandle) -> None:
+    img = png(photo(100, 120))  # one tile on the default gateway, several on the other
+    whole, tiled = (
+        np.asarray(Image.open(io.BytesIO(post(g.url, "/v1/denoise", img).content)), dtype=np.int16)
+        for g in (gateway, tiling_gateway)
+    )
+    assert whole.shape == tiled.shape == (100, 120, 3)
+    assert np.abs(whole - tiled).max() <= 1  # the margin covers the receptive field: no seams at all
+
+
+def test_denoise_output_limit_is_413(tiling_gateway: GatewayHandle) -> None:
+    r = post(tiling_gateway.url, "/v1/denoise", png(photo(300, 400)))  # 120,000 pixels > 100,000
+    assert r.status_code == 413 and "output would be 400x300" in r.json()["error"]["message"]
+
+
+def test_denoise_unknown_model_is_404(gateway: GatewayHandle) -> None:
+    r = post(gateway.url, "/v1/denoise", png(photo(16, 16)), model="nope")
+    assert r.status_code == 404 and "error" in r.json()
+
+
 # --- anomaly -------------------------------------------------------------------------------------
 
 
@@ -270,7 +307,7 @@ def test_generate_bad_inputs_are_422(gateway: GatewayHandle, body: dict, code: s
     assert r.status_code == 422 and r.json()["error"]["code"] == code, r.text
 
 
-@pytest.mark.parametrize("route", ["/v1/segment", "/v1/super-resolve", "/v1/anomaly"])
+@pytest.mark.parametrize("route", ["/v1/segment", "/v1/super-resolve", "/v1/anomaly", "/v1/denoise"])
 def test_image_routes_refuse_wrong_media_type(gateway: GatewayHandle, route: str) -> None:
     r = httpx.post(f"{gateway.url}{route}", content=b"{}", headers={"content-type": "application/json"})
     assert r.status_code == 415 and r.json()["error"]["code"] == "unsupported_media_type"

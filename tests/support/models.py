@@ -93,6 +93,15 @@ def anomaly_checkpoint() -> Path:
     )
 
 
+def denoiser_checkpoint() -> Path:
+    from training import denoise
+
+    sources = [ROOT / "training" / f for f in ("denoise.py", "models/denoiser.py", "data/photos.py")]
+    return cached_checkpoint(
+        "denoiser", lambda out: denoise.main([*TINY, "--out", str(out)]), sources, " ".join(TINY)
+    )
+
+
 CLASSIFIER_ARGS = ["--profile", "quick", "--epochs", "12", "--no-progress", "--threads", "2"]
 
 
