@@ -48,12 +48,14 @@ EXPECTED: dict[str, Callable[[Any, torch.Tensor], Shape]] = {
     "srresnet": lambda cfg, x: (x.shape[0], cfg.channels, x.shape[2] * cfg.scale, x.shape[3] * cfg.scale),
     "srgan_discriminator": lambda cfg, x: (x.shape[0],),
     "autoencoder": lambda cfg, x: tuple(x.shape),
+    "denoiser": lambda cfg, x: tuple(x.shape),
     "lstm_lm": lambda cfg, x: (*x.shape, cfg.vocab_size),
     "gpt": lambda cfg, x: (*x.shape, cfg.vocab_size),
 }
 # Non-default configurations worth the same checks (a different code path each).
 EXTRA_CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("autoencoder", {"variational": True}),
+    ("denoiser", {"widths": (8, 16), "convs_per_stage": 1}),
     ("srresnet", {"scale": 2, "width": 16, "num_blocks": 2, "head_kernel": 3, "batch_norm": True}),
     ("srresnet", {"scale": 4, "width": 16, "num_blocks": 1, "bicubic_skip": False}),
     ("unet", {"depth": 4, "base_width": 8, "dropout": 0.1}),
