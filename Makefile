@@ -10,7 +10,7 @@ PROFILE ?= quick
 TRAIN_FLAGS ?= --profile $(PROFILE)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps train export serve triton gateway test test-fast lint quality bench tune soak validate-deploy clean
+.PHONY: help venv system-deps images up down train export serve triton gateway test test-fast lint quality bench tune soak validate-deploy clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -100,6 +100,16 @@ tune: $(VENV)/.installed ## sweep Triton batching/instances/threads for a model 
 
 soak: $(REPO)/.stamp ## soak: embedded stack at a fraction of capacity for minutes -> reports/soak.json + .png
 	$(PY) -m deploy.soak $(SOAK_FLAGS)
+
+# --- containers: no registry needed (wheelhouse from the host's pip, base from Debian's archive) ----
+images: $(VENV)/.installed ## build the container images (gateway, CPU Triton, Prometheus); cached
+	@$(PY) -m deploy.containers images $(IMAGES_FLAGS)
+
+up: $(VENV)/.installed ## the compose stack (CPU override where no GPU): gateway on 127.0.0.1:8080
+	@$(PY) -m deploy.containers up $(UP_FLAGS)
+
+down: $(VENV)/.installed ## stop the compose stack; no container, network or volume left behind
+	@$(PY) -m deploy.containers down $(DOWN_FLAGS)
 
 clean: ## remove build artefacts (keeps .venv)
 	rm -rf $(BUILD) reports

@@ -340,8 +340,9 @@ def compose_posture(cfg: dict[str, Any], gpu: bool) -> list[str]:
                 f"triton: network {net} is not internal; Triton must only be reachable inside the stack"
             )
     command = " ".join(triton.get("command") or [])
-    if "--backend-config=python,shm-default-byte-size=" not in command:
-        problems.append("triton: pass --backend-config=python,shm-default-byte-size=...")
+    # --shm-bytes: the CPU image's launcher (serving.triton.launcher) passes it on as that backend-config
+    if "--backend-config=python,shm-default-byte-size=" not in command and "--shm-bytes=" not in command:
+        problems.append("triton: pass --backend-config=python,shm-default-byte-size=... (or --shm-bytes=)")
     if int(triton.get("shm_size") or 0) < 256 * 1024 * 1024:
         problems.append("triton: shm_size below 256 MiB (Docker's default 64 MiB starves the Python backend)")
     target = "gpu" if gpu else "cpu"

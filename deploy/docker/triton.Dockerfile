@@ -1,11 +1,13 @@
 # syntax=docker/dockerfile:1
+# GPU hosts: Triton Inference Server 24.10 (CPU hosts: triton-cpu.Dockerfile, no NGC image)
 # Triton Inference Server 24.10 (Triton 2.51, the release the nvidia-pytriton wheel embeds for local runs)
 # plus what the Python-backend models import: onnxruntime (GPU build by default) and numpy.
 #   docker build -f deploy/docker/triton.Dockerfile -t tritonstack/triton:24.10-gpu .
 #   docker build -f deploy/docker/triton.Dockerfile --build-arg ORT_PACKAGE=onnxruntime -t tritonstack/triton:24.10-cpu .
 # The image's Python is 3.10: onnxruntime 1.23.2 is the newest release with cp310 wheels (the project's
 # own pin, 1.32.0, has none), and numpy stays on 1.x like the project (the backend stub's numpy ABI).
-FROM nvcr.io/nvidia/tritonserver:24.10-py3
+ARG BASE_IMAGE=nvcr.io/nvidia/tritonserver:24.10-py3
+FROM ${BASE_IMAGE}
 ARG ORT_PACKAGE=onnxruntime-gpu
 ARG ORT_VERSION=1.23.2
 ARG NUMPY_VERSION=1.26.4

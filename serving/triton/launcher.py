@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import importlib.util
 import os
 import shutil
 import signal
@@ -35,13 +36,13 @@ class TritonNotFound(RuntimeError):
 
 
 def pytriton_root() -> Path:
-    try:
-        import pytriton
-    except ImportError as exc:
+    # Found, not imported: only the wheel's files are used (the CPU Triton image installs it --no-deps).
+    spec = importlib.util.find_spec("pytriton")
+    if spec is None or not spec.origin:
         raise TritonNotFound(
             "the tritonserver binary comes from the nvidia-pytriton wheel: pip install -e '.[triton]' (or `make venv`)"
-        ) from exc
-    return Path(pytriton.__file__).resolve().parent
+        )
+    return Path(spec.origin).resolve().parent
 
 
 def prepare_backends(dest: Path) -> Path:
@@ -191,11 +192,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--metrics-port", type=int, default=8002)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 in a container)")
+    p.add_argument("--backend-dir", type=Path, default=TritonConfig.backend_dir)
+    p.add_argument("--model-control", default="none", choices=["none", "poll", "explicit"])
+    p.add_argument("--load-model", action="append", default=[], help="with explicit control ('*' = all)")
+    p.add_argument("--shm-bytes", type=int, default=TritonConfig.shm_default_bytes)
+    p.add_argument(
+        "--exec",
+        action="store_true",
+        help="replace this process by tritonserver (container entry point: signals reach Triton directly)",
+    )
     p.add_argument(
         "--print-command", action="store_true", help="print the command and environment, do not run"
     )
-    args = p.parse_args(argv)
-    cfg = TritonConfig(args.model_repository, args.http_port, args.grpc_port, args.metrics_port)
+    args, extra = p.parse_known_args(argv)  # anything else goes to tritonserver as it is
+    cfg = TritonConfig(
+        args.model_repository,
+        args.http_port,
+        args.grpc_port,
+        args.metrics_port,
+        host=args.host,
+        backend_dir=args.backend_dir,
+        model_control=args.model_control,
+        load_models=args.load_model,
+        shm_default_bytes=args.shm_bytes,
+        extra_args=extra,
+    )
+    if args.exec:
+        prepare_backends(cfg.backend_dir)
+        cmd = cfg.command()
+        os.execve(cmd[0], cmd, triton_env())
     if args.print_command:
         env = triton_env()
         print(f"LD_LIBRARY_PATH={env['LD_LIBRARY_PATH']} PATH={env['PATH']} " + " ".join(cfg.command()))
