@@ -3,6 +3,9 @@
 # runs it (as `make system-deps`), so a fresh machine needs nothing installed by hand.
 #   promtool  (package `prometheus`): tests/deploy checks the Prometheus config, alert rules and
 #             alert unit tests with it (`python -m deploy.validate prometheus`).
+#   dockerd   (package `docker.io`): the containers tier (tests/containers) builds and runs the
+#             compose stack; nothing starts a daemon on these machines, so this script does (below).
+#   debootstrap: `make images` makes the local Debian base image where no registry can be pulled.
 # Docker Compose, hadolint and kubernetes-validate come from PyPI with the dev extra, not from here.
 # Add a tool: one `need COMMAND PACKAGE` line below.
 set -euo pipefail
@@ -13,6 +16,8 @@ need() {    # need COMMAND PACKAGE: install PACKAGE when COMMAND is not on PATH
 }
 
 need promtool prometheus
+need dockerd docker.io
+need debootstrap debootstrap
 
 if [ "${#missing[@]}" -gt 0 ]; then
   SUDO=""
@@ -40,3 +45,26 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 command -v promtool >/dev/null 2>&1 || { echo "system-deps: promtool still missing" >&2; exit 1; }
+
+# A Docker daemon: start one in the background when none answers (as root; there is no systemd).
+# Its log goes to build/dockerd.log. Readiness is polled, not slept for. No daemon is no failure
+# here: the containers tier skips without one, except under CI=true where it fails on purpose.
+if command -v docker >/dev/null 2>&1 && ! docker info >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ] && command -v dockerd >/dev/null 2>&1; then
+    mkdir -p build
+    echo "system-deps: starting dockerd in the background (log: build/dockerd.log) ..."
+    nohup dockerd >build/dockerd.log 2>&1 </dev/null &
+    for _ in $(seq 1 120); do
+      docker info >/dev/null 2>&1 && break
+      kill -0 $! 2>/dev/null || break
+      sleep 0.5
+    done
+    if docker info >/dev/null 2>&1; then
+      echo "system-deps: dockerd is up"
+    else
+      echo "system-deps: dockerd did not start (see build/dockerd.log); the containers tier will not run" >&2
+    fi
+  else
+    echo "system-deps: no Docker daemon answers; start one (as root: dockerd &) to run the containers tier" >&2
+  fi
+fi

@@ -9,10 +9,13 @@
 set -euo pipefail
 tag="${BASE_TAG:-python:3.11-slim-bookworm}"
 docker info >/dev/null 2>&1 || { echo "build-base: no Docker daemon answers: run 'make system-deps' (as root) or start dockerd" >&2; exit 1; }
-if docker image inspect "$tag" >/dev/null 2>&1; then
-  echo "build-base: $tag exists"; exit 0
-fi
-if [ "${BASE_PULL:-1}" = 1 ] && timeout 20 docker pull -q "$tag" >/dev/null 2>&1; then
+recipe="$(sha256sum "$0" | cut -c1-16)"  # a local base made by an older recipe is made again
+if have="$(docker image inspect -f '{{index .Config.Labels "org.tritonstack.base"}}' "$tag" 2>/dev/null)"; then
+  if [ -z "$have" ] || [ "$have" = "<no value>" ] || [ "$have" = "$recipe" ]; then
+    echo "build-base: $tag exists"; exit 0
+  fi
+  echo "build-base: $tag was made by an older recipe; making it again"
+elif [ "${BASE_PULL:-1}" = 1 ] && timeout 20 docker pull -q "$tag" >/dev/null 2>&1; then
   echo "build-base: pulled $tag"; exit 0
 fi
 command -v debootstrap >/dev/null 2>&1 || { echo "build-base: debootstrap missing: apt-get install debootstrap (make system-deps does)" >&2; exit 1; }
@@ -28,7 +31,18 @@ debootstrap --variant=minbase --include=python3,python3-venv,libpython3.11,ca-ce
   bookworm "$root" "$mirror" >"$root.log" 2>&1 || { tail -20 "$root.log" >&2; echo "build-base: debootstrap failed" >&2; exit 1; }
 rm -f "$root.log"
 ln -sf /usr/bin/python3 "$root/usr/bin/python"
+# Docs, man pages and translations (~50 MB that no container reads); dpkg keeps them out of later
+# installs too. Copyright files stay.
+find "$root"/usr/share/doc -type f ! -name copyright -delete
+rm -rf "$root"/usr/share/man/* "$root"/usr/share/info/* "$root"/usr/share/locale/*
+cat >"$root/etc/dpkg/dpkg.cfg.d/01-slim" <<'DPKG'
+path-exclude=/usr/share/doc/*
+path-include=/usr/share/doc/*/copyright
+path-exclude=/usr/share/man/*
+path-exclude=/usr/share/info/*
+path-exclude=/usr/share/locale/*
+DPKG
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
 tar -C "$root" -c . | docker import -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8' \
-  -c 'CMD ["python3"]' - "$tag" >/dev/null
+  -c 'CMD ["python3"]' -c "LABEL org.tritonstack.base=$recipe" - "$tag" >/dev/null
 echo "build-base: built $tag ($(docker image inspect -f '{{.Size}}' "$tag" | awk '{printf "%.0f MB", $1/1e6}'))"

@@ -19,8 +19,10 @@ RUN /opt/venv/bin/pip install -q --no-index --find-links /wheels -r /wheels/requ
 # (README.m[d] matches README.md when it exists; pyproject names it as the long description.)
 COPY pyproject.toml README.m[d] ./
 COPY serving/ serving/
+# pip and setuptools are build tools (24 MB): the runtime venv does not carry them.
 RUN /opt/venv/bin/pip install -q --no-index --find-links /wheels --no-deps . \
-    && /opt/venv/bin/python -c "import importlib.util, serving.gateway.main; assert importlib.util.find_spec('torch') is None, 'torch must not be in the gateway image'"
+    && /opt/venv/bin/python -c "import importlib.util, serving.gateway.main; assert importlib.util.find_spec('torch') is None, 'torch must not be in the gateway image'" \
+    && /opt/venv/bin/pip uninstall -q -y pip setuptools
 
 # --- runtime: the virtualenv on a clean base, a non-root user, nothing else -------------------------
 FROM ${BASE_IMAGE}

