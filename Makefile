@@ -82,9 +82,10 @@ test: $(VENV)/.installed system-deps lint ## run the whole test suite (what CI r
 test-fast: $(VENV)/.installed ## unit tests only
 	$(PY) -m pytest -q -m "not slow"
 
-lint: $(VENV)/.installed ## ruff check + ruff format --check
+lint: $(VENV)/.installed ## ruff check + ruff format --check + mypy (serving/, export/)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
 
 quality: $(REPO)/.stamp ## every task's metric offline vs through the gateway -> reports/quality.json
 	$(PY) -m deploy.quality $(QUALITY_FLAGS)

@@ -1,1 +1,2 @@
-"""Deployment artefacts (compose, Dockerfiles, Prometheus, Grafana, Kubernetes) and their offline validator."""
+"""Deployment artefacts (compose, Dockerfiles, Prometheus, Grafana, Kubernetes) and their offline
+validator."""

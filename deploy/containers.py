@@ -132,7 +132,8 @@ def up(profile: str, gpu: bool, http_port: int, grpc_port: int) -> None:
         for port in (http_port, grpc_port):
             if not port_free(port):
                 raise Fault(
-                    f"127.0.0.1:{port} is taken: stop what listens there, or pick free ports: make up UP_FLAGS='--http-port 9080 --grpc-port 9081'"
+                    f"127.0.0.1:{port} is taken: stop what listens there, or pick free ports: make up "
+                    "UP_FLAGS='--http-port 9080 --grpc-port 9081'"
                 )
     env = {
         **os.environ,

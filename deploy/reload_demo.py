@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 if len(ready) < 2:
                     print(
-                        f"error: {args.model} needs two versions in {args.repository}: retrain (another --seed) "
+                        f"error: {args.model} needs two versions in {args.repository}: retrain (another "
+                        "--seed) "
                         "and export",
                         file=sys.stderr,
                     )

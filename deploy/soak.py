@@ -210,8 +210,10 @@ async def soak(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
             lat = row["latency_ms"] or {}
             print(
                 f"  t={row['t_end_s']:7.1f}s  {row['requests']:6d} req  {row['failed']:3d} err  "
-                f"{row['throughput_rps']:7.1f}/s  p50 {lat.get('p50', 0):7.2f} ms  p99 {lat.get('p99', 0):7.2f} ms  "
-                f"gateway {memory[-1].get('gateway', 0):.0f} MiB  triton {memory[-1].get('triton', 0):.0f} MiB"
+                f"{row['throughput_rps']:7.1f}/s  p50 {lat.get('p50', 0):7.2f} ms  "
+                f"p99 {lat.get('p99', 0):7.2f} ms  "
+                f"gateway {memory[-1].get('gateway', 0):.0f} MiB  "
+                f"triton {memory[-1].get('triton', 0):.0f} MiB"
                 f" + stubs {memory[-1].get('triton_stubs_total', 0):.0f} MiB",
                 flush=True,
             )

@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                 log_level=args.log_level,
                 access_log=settings.access_log,
                 log_config=None,
-                timeout_graceful_shutdown=settings.graceful_shutdown_s,
+                # uvicorn hands it to asyncio.wait_for: a float works, its annotation says int.
+                timeout_graceful_shutdown=settings.graceful_shutdown_s,  # type: ignore[arg-type]
             )
         )
         server.run()  # handles SIGINT/SIGTERM itself and drains in-flight requests

@@ -1,4 +1,5 @@
-"""Train a denoising autoencoder (variational by default) on normal digits; score anomalies by reconstruction error.
+"""Train a denoising autoencoder (variational by default) on normal digits; score anomalies by
+reconstruction error.
 
     python -m training.anomaly --profile quick --out build/artifacts/anomaly
     python -m training.anomaly --profile quick --no-variational --out build/artifacts/anomaly_dae
@@ -243,7 +244,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     kinds = ", ".join(f"{k} {v:.3f}" for k, v in per_kind.items())
     print(
         f"test ROC-AUC {auc:.4f} ({kinds}); threshold {threshold:.5f} flags "
-        f"{metrics['test_detection_rate']:.1%} of anomalies, {metrics['test_false_positive_rate']:.1%} of normal "
+        f"{metrics['test_detection_rate']:.1%} of anomalies, {metrics['test_false_positive_rate']:.1%} of "
+        "normal "
         f"({timer.seconds:.1f}s); wrote {args.out}"
     )
     return metrics

@@ -86,7 +86,8 @@ def median_filter(img: np.ndarray, size: int) -> np.ndarray:
 
 @torch.no_grad()
 def denoise(model: nn.Module, img: np.ndarray) -> np.ndarray:
-    """(H, W, C) uint8 -> (H, W, C) uint8 through the model, whole image in one pass (as exported, untiled)."""
+    """(H, W, C) uint8 -> (H, W, C) uint8 through the model, whole image in one pass (as exported,
+    untiled)."""
     model.eval()
     x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float() / 255.0
     y = model(x).mul(255.0).clamp(0.0, 255.0).round().to(torch.uint8)
@@ -235,8 +236,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     plot_comparison(args.out, model, images[0].hr, 25.0)
     for k, v in report.items():
         print(
-            f"{k}: noisy {v['noisy']['psnr']:.2f} dB, median{v['median']['size']} {v['median']['psnr']:.2f} dB, "
-            f"autoencoder {v['autoencoder']['psnr']:.2f} dB ({v['psnr_gain_over_median_db']:+.2f} dB over median)"
+            f"{k}: noisy {v['noisy']['psnr']:.2f} dB, median{v['median']['size']} "
+            f"{v['median']['psnr']:.2f} dB, "
+            f"autoencoder {v['autoencoder']['psnr']:.2f} dB ({v['psnr_gain_over_median_db']:+.2f} dB over "
+            "median)"
         )
     print(f"trained {steps} steps in {timer.seconds:.1f}s; wrote {args.out}")
     return metrics

@@ -361,7 +361,8 @@ def main(argv: list[str] | None = None) -> dict:
         groups=[("train_loss", "val_loss"), ("val_perplexity",)],
     )
     print(
-        f"val perplexity {math.exp(val_loss):.3f} vs unigram {unigram:.2f} ({timer.seconds:.1f}s); wrote {args.out}"
+        f"val perplexity {math.exp(val_loss):.3f} vs unigram {unigram:.2f} ({timer.seconds:.1f}s); wrote "
+        f"{args.out}"
     )
     print(f"sample ({SAMPLE_PROMPT!r}, T={SAMPLE_PARAMS.temperature}):\n{SAMPLE_PROMPT}{sample.text}")
     return metrics

@@ -110,7 +110,8 @@ MEAN, STD = 0.5, 0.5  # normalisation baked into the exported graph: x/255 -> (x
 # proxy) 1, a small adversarial term. Measured on quick, from one SRResNet, held-out PSNR change /
 # gradient ratio (SRResNet itself x2 0.713, x4 0.488), content/fm/adv:
 #   x2 (200 steps): 1/1/5e-3 -0.27 dB / 0.780; 0.1/1/1e-2 -0.31 / 0.787; 1/0/5e-2 -0.25 / 0.693
-#   x4 (100 steps): 1/1/5e-3 -0.44 dB / 0.570; 0.1/1/1e-2 -0.82 / 0.607 (visible halos); 1/0.3/5e-3 -0.22 / 0.542
+#   x4 (100 steps): 1/1/5e-3 -0.44 dB / 0.570; 0.1/1/1e-2 -0.82 / 0.607 (visible halos); 1/0.3/5e-3 -0.22
+# / 0.542
 # Feature matching is what adds detail; a weaker pixel anchor mostly adds ringing at x4.
 CONTENT_WEIGHT = 1.0  # L1 to the HR patch
 FM_WEIGHT = 1.0  # feature matching on the discriminator's stages
@@ -320,7 +321,8 @@ def train_srgan(
     fm_weight: float = FM_WEIGHT,
     adv_weight: float = ADV_WEIGHT,
 ) -> None:
-    """Phase 2 (SRGAN): fine-tune ``gen`` against ``disc`` with content + feature matching + adversarial loss."""
+    """Phase 2 (SRGAN): fine-tune ``gen`` against ``disc`` with content + feature matching + adversarial
+    loss."""
     g_opt = torch.optim.Adam(gen.parameters(), lr=lr, betas=(0.9, 0.999))
     d_opt = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.9, 0.999))
     sums = {"content": 0.0, "fm": 0.0, "adv": 0.0, "d": 0.0}
@@ -506,7 +508,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     plot_comparison(args.out, images, outputs, report, scale)
     print(
-        f"x{scale} held-out PSNR/SSIM: bicubic {report['bicubic']['psnr']:.2f}/{report['bicubic']['ssim']:.4f}, "
+        f"x{scale} held-out PSNR/SSIM: bicubic "
+        f"{report['bicubic']['psnr']:.2f}/{report['bicubic']['ssim']:.4f}, "
         f"SRResNet {report['psnr']['psnr']:.2f}/{report['psnr']['ssim']:.4f}, "
         f"SRGAN {report['gan']['psnr']:.2f}/{report['gan']['ssim']:.4f} "
         f"({metrics['train_seconds']:.1f}s); wrote {args.out}"

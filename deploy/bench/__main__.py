@@ -115,7 +115,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--gateway-coalesce",
         choices=["on", "off"],
         default="on",
-        help="the started gateway merges concurrent requests into one Triton call (serving/gateway/coalesce.py)",
+        help="the started gateway merges concurrent requests into one Triton call "
+        "(serving/gateway/coalesce.py)",
     )
     p.add_argument(
         "--workdir", type=Path, default=Path("build/bench"), help="models, repositories, server logs"
@@ -233,11 +234,13 @@ async def interleaved(
                 if row["mode"] == "in-process":
                     progress.step(
                         f"  {sysm.key:<26} c={c:<3} {row['throughput_rps']:8.1f}/s  (in-process, "
-                        f"{row['layout']}, batch {row['batch_size']})  cpu {row['cpu_us_per_request_total']:.0f} us/img"
+                        f"{row['layout']}, batch {row['batch_size']})  cpu "
+                        f"{row['cpu_us_per_request_total']:.0f} us/img"
                     )
                     continue
                 progress.step(
-                    f"  {sysm.key:<26} c={c:<3} {row['throughput_rps']:8.1f}/s  p50 {lat.get('p50', 0):7.2f} ms"
+                    f"  {sysm.key:<26} c={c:<3} {row['throughput_rps']:8.1f}/s"
+                    f"  p50 {lat.get('p50', 0):7.2f} ms"
                     f"  p99 {lat.get('p99', 0):7.2f} ms  failed {row['failed']}"
                     + (f"  batch {row['triton'].get('avg_batch_size')}" if "triton" in row else "")
                     + "".join(
@@ -329,7 +332,8 @@ def bench_model(m: BenchModel, args: argparse.Namespace, progress: Progress) -> 
         )
         best = section["limit"]["best"]
         progress.step(
-            f"  limit: {best['images_per_s']:.0f} img/s (onnxruntime, {best['layout']}, batch {best['batch_size']})"
+            f"  limit: {best['images_per_s']:.0f} img/s (onnxruntime, {best['layout']}, batch "
+            f"{best['batch_size']})"
         )
     if "eager" not in skip:
         section["torch_eager_inprocess"] = inprocess.torch_eager(
@@ -340,7 +344,8 @@ def bench_model(m: BenchModel, args: argparse.Namespace, progress: Progress) -> 
             args.limit_seconds,
         )
         progress.step(
-            f"  PyTorch eager in-process: {section['torch_eager_inprocess']['images_per_s']:.0f} img/s (best batch)"
+            f"  PyTorch eager in-process: {section['torch_eager_inprocess']['images_per_s']:.0f} img/s "
+            "(best batch)"
         )
 
     png = image_for(m)
@@ -617,7 +622,8 @@ def summary_table(report: dict[str, Any]) -> str:
 
 
 def bench_generation(args: argparse.Namespace, progress: Progress) -> dict[str, Any]:
-    """Streams through the gateway to the repository's text models vs a naive eager loop; skipped without them."""
+    """Streams through the gateway to the repository's text models vs a naive eager loop; skipped without
+    them."""
     from deploy.bench import generation, int8
 
     workdir = args.workdir / "run"
@@ -642,7 +648,8 @@ def bench_generation(args: argparse.Namespace, progress: Progress) -> dict[str, 
         for name, row in out["int8"].items():
             if isinstance(row, dict) and "fp32" in row:
                 progress.note(
-                    f"  int8 {name}: perplexity {row['fp32']['val_perplexity']} -> {row['int8']['val_perplexity']}"
+                    f"  int8 {name}: perplexity {row['fp32']['val_perplexity']} -> "
+                    f"{row['int8']['val_perplexity']}"
                     f" ({100 * row['perplexity_change']:+.1f}%), decode x{row['speedup_at_1']} at 1 row,"
                     f" x{row['speedup_at_16']} at 16"
                 )

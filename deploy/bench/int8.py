@@ -104,7 +104,8 @@ def compare(
     digits: bool,
     tick: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """images/s (single-threaded session, at ``batch_size``) and digits accuracy: fp32 vs dynamic vs static."""
+    """images/s (single-threaded session, at ``batch_size``) and digits accuracy: fp32 vs dynamic vs
+    static."""
     from deploy.bench.inprocess import _timed
 
     test: tuple[np.ndarray, np.ndarray] | None = None
@@ -304,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         "--model-dir",
         type=Path,
         default=Path("build/model_repository/cpu/classifier"),
-        help="a classification or text-generation (lstm, gpt: --mode dynamic) model folder of a cpu repository",
+        help="a classification or text-generation (lstm, gpt: --mode dynamic) model folder "
+        "of a cpu repository",
     )
     p.add_argument("--mode", choices=["dynamic", "static"], default="static")
     p.add_argument("--name", default=None, help="served name of the variant (default <model>_int8)")

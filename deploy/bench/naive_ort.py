@@ -1,7 +1,8 @@
 """The naive alternative #2: FastAPI + onnxruntime in-process, one session run per request.
 
 The same ONNX file Triton serves, no batching; onnxruntime's default session options (all
-cores, thread spinning on) unless ``BENCH_THREADS`` sets the intra-op threads (spinning off). Only the benchmark runs it:
+cores, thread spinning on) unless ``BENCH_THREADS`` sets the intra-op threads (spinning off). Only the
+benchmark runs it:
 
     BENCH_ONNX=build/model_repository/cpu/classifier/1/model.onnx uvicorn deploy.bench.naive_ort:app
 """

@@ -7,7 +7,7 @@ examples:
   python -m deploy.loadtest --url http://127.0.0.1:8080 --routes classify --concurrency 1 8 32
   python -m deploy.loadtest --url http://127.0.0.1:8080 --routes classify --rate 100 300 --arrivals poisson
   python -m deploy.loadtest --url http://127.0.0.1:8080 --routes all --concurrency 4 --duration 3
-  python -m deploy.loadtest --url http://127.0.0.1:8080 --routes generate --concurrency 1 4 16 --max-new-tokens 64
+  python -m deploy.loadtest --routes generate --concurrency 1 4 16 --max-new-tokens 64
 """
 
 from __future__ import annotations
@@ -93,7 +93,8 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
 
 
 class _Progress:
-    """A time-based tqdm bar per level (requests so far as postfix); silent without tqdm or with --no-progress."""
+    """A time-based tqdm bar per level (requests so far as postfix); silent without tqdm or with
+    --no-progress."""
 
     def __init__(self, desc: str, seconds: float, enabled: bool) -> None:
         self.bar: Any = None

@@ -1,4 +1,5 @@
-"""Anomaly-detector export: uint8 image (N, C, S, S) in; "score" float32 (N, 1) and "reconstruction" uint8 out.
+"""Anomaly-detector export: uint8 image (N, C, S, S) in; "score" float32 (N, 1) and "reconstruction"
+uint8 out.
 
 The score (mean squared reconstruction error, pixels in [0, 1]) is computed inside the graph
 exactly as the recipe computed it when it picked ``threshold``; score > threshold means anomalous.
@@ -32,7 +33,8 @@ PIXEL_MISMATCH_MAX_FRACTION = 1e-3  # ... on at most 0.1% of the pixels
 
 
 class UInt8AnomalyScorer(nn.Module):
-    """(N, C, S, S) uint8 -> score (N, 1) float32, reconstruction (N, C, S, S) uint8 (float for the parity twin)."""
+    """(N, C, S, S) uint8 -> score (N, 1) float32, reconstruction (N, C, S, S) uint8 (float for the
+    parity twin)."""
 
     def __init__(self, net: nn.Module, mean: float, std: float, float_outputs: bool = False) -> None:
         super().__init__()

@@ -1,4 +1,5 @@
-"""Super-resolution export: uint8 image (N, C, h, w) in, uint8 (N, C, s*h, s*w) out; clamp and round in the graph.
+"""Super-resolution export: uint8 image (N, C, h, w) in, uint8 (N, C, s*h, s*w) out; clamp and round in
+the graph.
 
 One checkpoint per served model: the recipe writes ``<out>/sr_psnr_x<s>/model.pt`` and
 ``<out>/sr_gan_x<s>/model.pt`` (meta ``variant`` "psnr" / "gan"), so the served name defaults to

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,7 +65,7 @@ SERVED_OUTPUTS = [
 
 
 class LstmStep(nn.Module):
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: Any) -> None:  # the recipe's model: its `step` is what ONNX records
         super().__init__()
         self.net = net
 
@@ -77,7 +78,7 @@ class LstmStep(nn.Module):
 class GptStep(nn.Module):
     """Flat inputs for ONNX: tokens, past_lengths, past_k_0..past_k_{L-1}, past_v_0..past_v_{L-1}."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: Any) -> None:  # the recipe's model: its `step` is what ONNX records
         super().__init__()
         self.net = net
         self.layers = net.cfg.n_layer
@@ -200,7 +201,7 @@ def export_decoder(ckpt: Checkpoint, workdir: Path) -> tuple[Path, OnnxContract,
         example = (torch.zeros(2, 3, dtype=torch.int64), torch.zeros(shape), torch.zeros(shape))
         export_onnx(wrapper, example, contract, path)
         shape = (cfg["num_layers"], 3, cfg["hidden_size"])
-        feeds = {
+        feeds: dict[str, np.ndarray] = {
             "tokens": rng.integers(0, vocab_size, (3, 4)).astype(np.int64),
             "h": rng.standard_normal(shape).astype(np.float32),
             "c": rng.standard_normal(shape).astype(np.float32),

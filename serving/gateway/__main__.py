@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
         access_log=settings.access_log,
         log_level=settings.log_level,
         log_config=None,  # logging is ours (logs.py)
-        timeout_graceful_shutdown=settings.graceful_shutdown_s,
+        # uvicorn hands it to asyncio.wait_for: a float works, its annotation says int.
+        timeout_graceful_shutdown=settings.graceful_shutdown_s,  # type: ignore[arg-type]
     )
     QuietServer(config).run()
     return 0

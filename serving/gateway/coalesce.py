@@ -98,7 +98,8 @@ class Coalescer:
         """A call finished: start the next batch from the queue, or forget an idle lane."""
         lane.in_flight -= 1
         while lane.queue and lane.in_flight < max_calls:
-            batch, rows = [], 0
+            batch: list = []
+            rows = 0
             while lane.queue and (not batch or rows + lane.queue[0].rows <= max_rows):
                 waiter = lane.queue.pop(0)
                 if waiter.future.done():  # cancelled meanwhile

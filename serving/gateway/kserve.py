@@ -161,7 +161,8 @@ def build_request(
     for item in inputs:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise errors.unprocessable("invalid_tensor", "each input needs a string name")
-        name, datatype, shape = item["name"], item.get("datatype"), item.get("shape")
+        name, datatype = item["name"], item.get("datatype")
+        shape: Any = item.get("shape")  # validated by tensor_from_raw / tensor_from_json
         if not isinstance(datatype, str):
             raise errors.unprocessable("invalid_datatype", f"input {name!r}: datatype must be a string")
         iparams = _params(item, f"input {name!r}")
@@ -185,7 +186,7 @@ def build_request(
                 "invalid_tensor", f"input {name!r} has neither data nor binary_data_size"
             )
         spec = expected.get(name)
-        if spec is not None:
+        if spec is not None and info is not None:
             validation.check_tensor(name, arr, datatype, spec.datatype, spec.dims, info.max_batch_size > 0)
         tensor = req.inputs.add(name=name, datatype=datatype, shape=arr.shape)
         for key, value in iparams.items():

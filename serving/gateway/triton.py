@@ -36,7 +36,7 @@ NP_TO_KSERVE = {
     np.dtype(np.float64): "FP64",
     np.dtype(np.bool_): "BOOL",
 }
-KSERVE_TO_NP = {v: k for k, v in NP_TO_KSERVE.items()}
+KSERVE_TO_NP: dict[str, Any] = {v: k for k, v in NP_TO_KSERVE.items()}
 CONFIG_TO_KSERVE = {"TYPE_" + k: k for k in KSERVE_TO_NP} | {"TYPE_STRING": "BYTES", "TYPE_BOOL": "BOOL"}
 CONFIG_TO_KSERVE.update({"TYPE_FP16": "FP16", "TYPE_FP32": "FP32", "TYPE_FP64": "FP64"})
 
@@ -82,11 +82,11 @@ class ModelInfo:
 
     def param_int(self, key: str, default: int | None = None) -> int | None:
         value = self.parameters.get(key)
-        return int(value) if value not in (None, "") else default
+        return int(value) if value else default
 
     def param_float(self, key: str, default: float | None = None) -> float | None:
         value = self.parameters.get(key)
-        return float(value) if value not in (None, "") else default
+        return float(value) if value else default
 
     def param_json(self, key: str, default: Any = None) -> Any:
         # Parsed once per discovered model, not on every request (labels, palettes, class lists).

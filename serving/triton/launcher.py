@@ -40,7 +40,8 @@ def pytriton_root() -> Path:
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.origin:
         raise TritonNotFound(
-            "the tritonserver binary comes from the nvidia-pytriton wheel: pip install -e '.[triton]' (or `make venv`)"
+            "the tritonserver binary comes from the nvidia-pytriton wheel: pip install -e '.[triton]' (or "
+            "`make venv`)"
         )
     return Path(spec.origin).resolve().parent
 

@@ -72,7 +72,8 @@ def test_gateway_metric_names_come_from_contributing() -> None:
     ("expr", "expected"),
     [
         (
-            'sum by (le, route) (rate(gateway_request_duration_seconds_bucket{route=~"$route"}[$__rate_interval]))',
+            "sum by (le, route) "
+            '(rate(gateway_request_duration_seconds_bucket{route=~"$route"}[$__rate_interval]))',
             {"gateway_request_duration_seconds_bucket"},
         ),
         ("sum(rate(a_total[5m])) by (x) / on(x) group_left b offset 5m > bool 1e-3", {"a_total", "b"}),

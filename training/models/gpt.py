@@ -7,12 +7,13 @@ a linear head whose weight is optionally tied to the token embedding.
 ``forward`` scores whole sequences (training). ``step`` is the incremental decoder that export
 writes to ONNX, with an explicit key/value cache that the caller owns:
 
-* ``past_k``, ``past_v``: per layer ``(N, n_head, P, head_dim)``; either a sequence of ``n_layer``
-  such tensors (what export uses: one graph input per layer, since slicing a stacked cache costs
-  a copy of it in onnxruntime, 17% of a 16-row step) or one stacked ``(n_layer, ...)`` tensor. Row ``n`` holds its ``past_lengths[n]`` cached positions in
-  columns ``[0, past_lengths[n])``; the columns after that are free capacity whose contents are
-  ignored (masked). So a server keeps ONE fixed buffer with ``P = context_length`` columns for all
-  rows, whatever their lengths, and never copies it: rows of different lengths share a batch.
+* ``past_k``, ``past_v``: per layer ``(N, n_head, P, head_dim)``; either a sequence of ``n_layer`` such
+  tensors (what export uses: one graph input per layer, since slicing a stacked cache costs a copy of it
+  in onnxruntime, 17% of a 16-row step) or one stacked ``(n_layer, ...)`` tensor. Row ``n`` holds its
+  ``past_lengths[n]`` cached positions in columns ``[0, past_lengths[n])``; the columns after that are
+  free capacity whose contents are ignored (masked). So a server keeps ONE fixed buffer with ``P =
+  context_length`` columns for all rows, whatever their lengths, and never copies it: rows of different
+  lengths share a batch.
 * ``past_lengths``: ``(N,)`` int64, also each row's next position (learned positions are absolute).
 * ``tokens``: ``(N, T)``; ``T > 1`` with ``P = 0`` is the prompt prefill, ``T = 1`` a decode step.
 

@@ -66,7 +66,8 @@ class GenerateResponse(BaseModel):
 
 
 class CompletionRequest(BaseModel):
-    """OpenAI's legacy completions request; unknown fields are accepted and ignored, like OpenAI's SDKs expect."""
+    """OpenAI's legacy completions request; unknown fields are accepted and ignored, like OpenAI's SDKs
+    expect."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
 

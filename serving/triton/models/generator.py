@@ -27,17 +27,17 @@ input                     type         dims   meaning
 Optional request parameter (``parameters`` of the infer request): ``chunk_tokens`` (int, default
 1, 1..64): the least tokens per streamed response. One character = one token.
 
-Responses: a stream of chunks, each with ``TEXT`` (TYPE_STRING [1], the
-text released since the previous response; text that may start a stop string is held back, so
-it can be empty), ``TOKEN_IDS`` (TYPE_INT64 [n], the ids generated since the previous response)
-and ``FINISH_REASON`` (TYPE_STRING [1]): ``""`` on all but the last response, then ``"length"``
-(``MAX_NEW_TOKENS`` reached) or ``"stop"`` (a stop string). The last response carries
-``TRITONSERVER_RESPONSE_COMPLETE_FINAL``; concatenating ``TEXT`` gives the whole completion.
-Invalid inputs get one error response (``INVALID_ARG``) with the final flag; a full queue gets
-``UNAVAILABLE``. A chunk holds ``chunk_tokens`` tokens, or more when the server is busy (see
-below), the last one possibly fewer. Cancellation (the client cancels its gRPC call/stream): ``is_cancelled()`` is
-checked before every response (with 4+ active streams at most every ``cancel_check_ms`` per stream); the request is then closed with the final flag and no output, and
-its row leaves the batch at the next decode step.
+Responses: a stream of chunks, each with ``TEXT`` (TYPE_STRING [1], the text released since the previous
+response; text that may start a stop string is held back, so it can be empty), ``TOKEN_IDS`` (TYPE_INT64
+[n], the ids generated since the previous response) and ``FINISH_REASON`` (TYPE_STRING [1]): ``""`` on
+all but the last response, then ``"length"`` (``MAX_NEW_TOKENS`` reached) or ``"stop"`` (a stop string).
+The last response carries ``TRITONSERVER_RESPONSE_COMPLETE_FINAL``; concatenating ``TEXT`` gives the
+whole completion. Invalid inputs get one error response (``INVALID_ARG``) with the final flag; a full
+queue gets ``UNAVAILABLE``. A chunk holds ``chunk_tokens`` tokens, or more when the server is busy (see
+below), the last one possibly fewer. Cancellation (the client cancels its gRPC call/stream):
+``is_cancelled()`` is checked before every response (with 4+ active streams at most every
+``cancel_check_ms`` per stream); the request is then closed with the final flag and no output, and its
+row leaves the batch at the next decode step.
 
 Determinism: with ``TEMPERATURE`` 0, or a fixed ``SEED``, the text equals what
 ``training.generate.generate`` produces offline with PyTorch for the same inputs (same sampling
@@ -51,21 +51,21 @@ ceil(active / this) tokens), ``cancel_check_ms`` (10: how often a stream asks ``
 ``intra_op_threads`` (onnxruntime, default 1), ``allow_spinning`` (0),
 ``stats_interval_s`` (> 0 logs decode-loop timings at INFO, default 0), ``device``.
 
-Continuous batching: ``execute`` only parses and queues a request and returns at once. One
-background thread owns every active sequence and loops: prefill newly arrived prompts (one
-onnxruntime call each, T = prompt length), then ONE batched onnxruntime call advancing all other
-sequences by a token, then sampling, streaming and dropping finished or cancelled sequences.
-New requests join at the next step; nobody waits for a whole batch to finish. A second thread
-does all response IPC (``is_cancelled`` + ``send``, ~0.2-0.3 ms per response, measured) while the
-decode thread computes the next step; when it falls behind, a sequence's pending tokens leave
-together as one response (adaptive chunking: one token per response while the sender keeps up,
-larger chunks under load), and with A sequences stepping a response carries at least
-ceil(A / responses_per_step) tokens (the first token always leaves alone, for time to first
-token): response IPC, not the model, is what limits many streams on CPU. State is stacked per row: LSTM ``h``/``c`` (L, N, H); GPT's KV cache is one buffer per layer (N, heads,
-context_length, D) whose row n holds its positions in columns [0, past_lengths[n]) and is masked
-beyond, so rows of any length share one call; the graph returns only the new keys/values, written in place (no cache
-copy per step). The batch is rebuilt only when its membership changes. A GPT row that reaches ``context_length`` positions
-is re-fed with its newest half window (``textgen.window_keep``), exactly as offline.
+Continuous batching: ``execute`` only parses and queues a request and returns at once. One background
+thread owns every active sequence and loops: prefill newly arrived prompts (one onnxruntime call each, T
+= prompt length), then ONE batched onnxruntime call advancing all other sequences by a token, then
+sampling, streaming and dropping finished or cancelled sequences. New requests join at the next step;
+nobody waits for a whole batch to finish. A second thread does all response IPC (``is_cancelled`` +
+``send``, ~0.2-0.3 ms per response, measured) while the decode thread computes the next step; when it
+falls behind, a sequence's pending tokens leave together as one response (adaptive chunking: one token
+per response while the sender keeps up, larger chunks under load), and with A sequences stepping a
+response carries at least ceil(A / responses_per_step) tokens (the first token always leaves alone, for
+time to first token): response IPC, not the model, is what limits many streams on CPU. State is stacked
+per row: LSTM ``h``/``c`` (L, N, H); GPT's KV cache is one buffer per layer (N, heads, context_length,
+D) whose row n holds its positions in columns [0, past_lengths[n]) and is masked beyond, so rows of any
+length share one call; the graph returns only the new keys/values, written in place (no cache copy per
+step). The batch is rebuilt only when its membership changes. A GPT row that reaches ``context_length``
+positions is re-fed with its newest half window (``textgen.window_keep``), exactly as offline.
 """
 
 from __future__ import annotations
@@ -173,7 +173,8 @@ class LstmEngine:
 
 
 class GptEngine:
-    """KV cache: per layer one buffer (N, heads, context_length, D); row i's positions are columns [0, cache_len).
+    """KV cache: per layer one buffer (N, heads, context_length, D); row i's positions are columns [0,
+    cache_len).
 
     The graph reads the whole buffers (leftover columns masked) and returns only the new keys and
     values, written here in place: a decode step never copies the cache. The buffers are rebuilt

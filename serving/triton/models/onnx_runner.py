@@ -34,7 +34,7 @@ class TritonPythonModel:
         opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
         opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers = ["CPUExecutionProvider"]
+        providers: list[str | tuple[str, dict[str, int]]] = ["CPUExecutionProvider"]
         if params.get("device") == "gpu" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(
                 0, ("CUDAExecutionProvider", {"device_id": int(args.get("model_instance_device_id", 0))})
