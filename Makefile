@@ -47,6 +47,9 @@ $(ART)/anomaly/model.pt: $(COMMON) training/anomaly.py training/models/autoencod
 $(ART)/denoiser/model.pt: $(COMMON) training/denoise.py training/models/denoiser.py training/data/photos.py training/data/bundled.py
 	$(PY) -m training.denoise $(TRAIN_FLAGS) --out $(@D)
 
+$(ART)/sampler/model.pt: $(COMMON) training/gan_sample.py training/models/dcgan.py training/models/lenet.py training/data/digits.py serving/latent.py
+	$(PY) -m training.gan_sample $(TRAIN_FLAGS) --out $(@D)
+
 TEXT_DEPS := $(COMMON) training/generate.py training/data/shakespeare.py serving/textgen.py
 $(ART)/lstm/model.pt: $(TEXT_DEPS) training/models/lstm_lm.py
 	$(PY) -m training.generate --arch lstm_lm $(TRAIN_FLAGS) --out $(@D)
@@ -58,7 +61,7 @@ CHECKPOINTS := $(ART)/classifier/model.pt:classifier $(ART)/segmenter/model.pt:s
 	$(ART)/sr_x2/sr_psnr_x2/model.pt:sr_psnr_x2 $(ART)/sr_x2/sr_gan_x2/model.pt:sr_gan_x2 \
 	$(ART)/sr_x4/sr_psnr_x4/model.pt:sr_psnr_x4 $(ART)/sr_x4/sr_gan_x4/model.pt:sr_gan_x4 \
 	$(ART)/anomaly/model.pt:anomaly $(ART)/lstm/model.pt:lstm $(ART)/gpt/model.pt:gpt \
-	$(ART)/denoiser/model.pt:denoiser
+	$(ART)/denoiser/model.pt:denoiser $(ART)/sampler/model.pt:sampler
 
 train: $(foreach c,$(CHECKPOINTS),$(firstword $(subst :, ,$(c)))) ## train every model (quick profile: minutes on 2 CPU cores)
 

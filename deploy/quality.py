@@ -11,6 +11,7 @@ figures must agree within the stated tolerance; the exit code is 1 when one does
 from __future__ import annotations
 
 import argparse
+import base64
 import io
 import json
 import sys
@@ -33,6 +34,8 @@ TOLERANCES = {
     "super_resolution/ssim": 0.002,
     "anomaly/roc_auc": 0.005,
     "denoising/psnr": 0.05,  # same uint8 rounding as super-resolution (dB)  # float32 scores agree to ~1e-6
+    "sampling/confident": 0.01,  # same latents; a sample near the judge's threshold may cross it after rounding
+    "sampling/pixel_agreement": 0.001,  # share of pixels within 1 level of PyTorch's (uint8 rounding of x.5)
     "text_generation/greedy_exact_match": 0.0,  # greedy decoding must reproduce the offline text exactly
 }
 
@@ -284,6 +287,46 @@ def check_denoising(client: httpx.Client, art: Path, max_side: int) -> list[Row]
     ]
 
 
+def check_sampling(client: httpx.Client, art: Path, limit: int) -> list[Row]:
+    """Seeded /v1/sample vs the generator in PyTorch on the same latents: pixels, and the judge's
+    confident share (baseline: uniform noise through the same judge)."""
+    from serving.latent import latents
+    from training.common import load_checkpoint
+    from training.gan_sample import JUDGE_NAME, judge_probs, judge_report, sample
+
+    path = art / "sampler" / "model.pt"
+    if not path.exists():
+        return []
+    ckpt = load_checkpoint(path)
+    dim, per = int(ckpt.meta["latent_dim"]), 16
+    served, offline = [], []
+    for seed in range(max(1, limit // per)):
+        r = client.post("/v1/sample", json={"n": per, "seed": seed, "format": "json", "model": "sampler"})
+        r.raise_for_status()
+        served += [np.asarray(Image.open(io.BytesIO(base64.b64decode(b)))) for b in r.json()["images"]]
+        offline.append(sample(ckpt.model, latents(seed, per, dim)))
+    srv = np.stack(served)[:, None]
+    off = np.concatenate(offline)
+    agree = float((np.abs(srv.astype(np.int16) - off) <= 1).mean())
+    rows = [Row("sampling", "sampler", "pixel_agreement", 1.0, agree, n=len(srv))]
+    judge_path = path.resolve().parent / JUDGE_NAME  # beside the real checkpoint, even through a symlink
+    if judge_path.exists():
+        judge = load_checkpoint(judge_path).model
+        noise = np.random.default_rng(0).integers(0, 256, srv.shape, dtype=np.uint8)
+        rows.append(
+            Row(
+                "sampling",
+                "sampler",
+                "confident",
+                judge_report(judge_probs(judge, off))["confident"],
+                judge_report(judge_probs(judge, srv))["confident"],
+                baseline=judge_report(judge_probs(judge, noise))["confident"],
+                n=len(srv),
+            )
+        )
+    return rows
+
+
 def run(url: str, art: Path, limit: int, tasks: list[str]) -> list[Row]:
     checks: dict[str, Callable[[httpx.Client], list[Row]]] = {
         "classification": lambda c: check_classification(c, art, limit),
@@ -291,6 +334,7 @@ def run(url: str, art: Path, limit: int, tasks: list[str]) -> list[Row]:
         "super_resolution": lambda c: check_super_resolution(c, art, 256 if limit < 360 else 0),
         "anomaly": lambda c: check_anomaly(c, art, limit),
         "denoising": lambda c: check_denoising(c, art, 256 if limit < 360 else 0),
+        "sampling": lambda c: check_sampling(c, art, max(limit, 16)),
         "text_generation": lambda c: check_text(c, art, 40),
     }
     rows: list[Row] = []
@@ -335,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             "super_resolution",
             "anomaly",
             "denoising",
+            "sampling",
             "text_generation",
         ],
     )

@@ -38,3 +38,18 @@ def from_chw(arr: np.ndarray) -> Image.Image:
     if arr.shape[0] == 1:
         return Image.fromarray(arr[0], mode="L")
     return Image.fromarray(np.ascontiguousarray(arr.transpose(1, 2, 0)), mode="RGB")
+
+
+def grid(images: np.ndarray, cols: int | None = None, pad: int = 2, fill: int = 255) -> np.ndarray:
+    """uint8 (N, C, H, W) -> one (C, H', W') contact sheet, row-major, ``pad`` pixels of ``fill`` between.
+
+    ``cols`` defaults to ceil(sqrt(N)), so 16 images make a 4x4 sheet.
+    """
+    n, c, h, w = images.shape
+    cols = cols or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    sheet = np.full((c, rows * (h + pad) + pad, cols * (w + pad) + pad), fill, dtype=np.uint8)
+    for i, img in enumerate(images):
+        y, x = pad + (i // cols) * (h + pad), pad + (i % cols) * (w + pad)
+        sheet[:, y : y + h, x : x + w] = img
+    return sheet

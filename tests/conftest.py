@@ -26,6 +26,7 @@ def served_checkpoints(classifier_ckpt: Path) -> dict[str, Path]:
         **models.sr_checkpoints(2),
         "anomaly": models.anomaly_checkpoint(),
         "denoiser": models.denoiser_checkpoint(),
+        "sampler": models.sampler_checkpoint(),
     }
     ckpts.update({SERVED[arch]: text_checkpoint(arch) for arch in ("lstm_lm", "gpt")})
     return ckpts

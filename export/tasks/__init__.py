@@ -16,7 +16,15 @@ from training.common import Checkpoint
 
 Exporter = Callable[[Checkpoint, Path, str], list[RepositoryModel]]
 _EXPORTERS: dict[str, Exporter] = {}
-_MODULES = ("classification", "segmentation", "super_resolution", "text_generation", "anomaly", "denoising")
+_MODULES = (
+    "classification",
+    "segmentation",
+    "super_resolution",
+    "text_generation",
+    "anomaly",
+    "denoising",
+    "sampling",
+)
 
 
 def register_exporter(task: str) -> Callable[[Exporter], Exporter]:

@@ -28,6 +28,7 @@ from serving.gateway.routes import (
     health,
     kserve_http,
     models,
+    sample,
     segment,
     super_resolve,
 )
@@ -45,6 +46,7 @@ ROUTERS = [
     super_resolve.router,
     anomaly.router,
     denoise.router,
+    sample.router,
     generate.router,
 ]
 

@@ -18,6 +18,7 @@ LAYOUT = {
     "sr_gan_x2": "sr_x2/sr_gan_x2",
     "anomaly": "anomaly",
     "denoiser": "denoiser",
+    "sampler": "sampler",
     "lstm": "lstm",
     "gpt": "gpt",
 }
@@ -30,7 +31,15 @@ def test_served_and_offline_agree(
     for name, sub in LAYOUT.items():
         (art / sub).mkdir(parents=True)
         (art / sub / "model.pt").symlink_to(served_checkpoints[name])
-    tasks = ["classification", "segmentation", "super_resolution", "anomaly", "denoising", "text_generation"]
+    tasks = [
+        "classification",
+        "segmentation",
+        "super_resolution",
+        "anomaly",
+        "denoising",
+        "sampling",
+        "text_generation",
+    ]
     rows = quality.run(gateway.url, art, limit=40, tasks=tasks)
     assert {r.task for r in rows} == {
         "classification",
@@ -38,6 +47,7 @@ def test_served_and_offline_agree(
         "super_resolution",
         "anomaly",
         "denoising",
+        "sampling",
         "text_generation",
     }
     bad = [r.to_dict() for r in rows if not r.ok]

@@ -153,6 +153,63 @@ def test_denoise_unknown_model_is_404(gateway: GatewayHandle) -> None:
     assert r.status_code == 404 and "error" in r.json()
 
 
+# --- GAN sampling --------------------------------------------------------------------------------
+
+
+def sample(url: str, **body: object) -> httpx.Response:
+    return httpx.post(f"{url}/v1/sample", json=body, timeout=60)
+
+
+def test_sample_json_equals_offline_and_seed_is_deterministic(
+    gateway: GatewayHandle, served_checkpoints: dict[str, Path]
+) -> None:
+    from serving.latent import latents
+    from training.common import load_checkpoint
+    from training.gan_sample import sample as offline_sample
+
+    r = sample(gateway.url, n=5, seed=7, format="json")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model"] == "sampler" and body["seed"] == 7 and (body["width"], body["height"]) == (32, 32)
+    served = np.stack([np.asarray(Image.open(io.BytesIO(base64.b64decode(b)))) for b in body["images"]])
+    ckpt = load_checkpoint(served_checkpoints["sampler"])
+    offline = offline_sample(ckpt.model, latents(7, 5, int(ckpt.meta["latent_dim"])))[:, 0]
+    assert served.shape == offline.shape == (5, 32, 32)
+    assert np.abs(served.astype(np.int16) - offline).max() <= 1  # uint8 rounding of x.5 values only
+    again = sample(gateway.url, n=5, seed=7, format="json").json()["images"]
+    assert again == body["images"]  # same seed, same images (byte for byte)
+    assert sample(gateway.url, n=2, seed=7, format="json").json()["images"] == body["images"][:2]
+    assert sample(gateway.url, n=5, seed=8, format="json").json()["images"] != body["images"]
+
+
+def test_sample_png_grid_and_returned_seed(gateway: GatewayHandle) -> None:
+    r = sample(gateway.url, n=16)  # no seed: one is drawn and returned
+    assert r.status_code == 200 and r.headers["content-type"] == "image/png", r.text
+    assert r.headers["x-model"] == "sampler"
+    grid = Image.open(io.BytesIO(r.content))
+    assert grid.mode == "L" and grid.size == (4 * 34 + 2, 4 * 34 + 2)  # 4x4 tiles of 32 px, 2 px gaps
+    replay = sample(gateway.url, n=16, seed=int(r.headers["x-seed"]))
+    assert replay.content == r.content
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({"n": 17}, 422, "invalid_parameter"),
+        ({"n": 0}, 422, "invalid_parameter"),
+        ({"n": "4"}, 422, "invalid_parameter"),
+        ({"seed": -1}, 422, "invalid_parameter"),
+        ({"format": "gif"}, 422, "invalid_parameter"),
+        ({"nope": 1}, 422, "invalid_parameter"),
+        ({"model": "classifier"}, 422, "wrong_task"),
+        ({"model": "nope"}, 404, "model_not_found"),
+    ],
+)
+def test_sample_bad_parameters(gateway: GatewayHandle, body: dict, status: int, code: str) -> None:
+    r = sample(gateway.url, **body)
+    assert r.status_code == status and r.json()["error"]["code"] == code, r.text
+
+
 # --- anomaly -------------------------------------------------------------------------------------
 
 

@@ -102,6 +102,17 @@ def denoiser_checkpoint() -> Path:
     )
 
 
+def sampler_checkpoint() -> Path:
+    """The tiny DCGAN generator (model.pt; its judge.pt lies beside it)."""
+    from training import gan_sample
+
+    sources = [ROOT / "training" / f for f in ("gan_sample.py", "models/dcgan.py", "data/digits.py")]
+    sources += [ROOT / "serving" / "latent.py"]
+    return cached_checkpoint(
+        "sampler", lambda out: gan_sample.main([*TINY, "--out", str(out)]), sources, " ".join(TINY)
+    )
+
+
 CLASSIFIER_ARGS = ["--profile", "quick", "--epochs", "12", "--no-progress", "--threads", "2"]
 
 

@@ -49,6 +49,8 @@ EXPECTED: dict[str, Callable[[Any, torch.Tensor], Shape]] = {
     "srgan_discriminator": lambda cfg, x: (x.shape[0],),
     "autoencoder": lambda cfg, x: tuple(x.shape),
     "denoiser": lambda cfg, x: tuple(x.shape),
+    "dcgan_generator": lambda cfg, x: (x.shape[0], cfg.channels, cfg.image_size, cfg.image_size),
+    "dcgan_discriminator": lambda cfg, x: (x.shape[0],),
     "lstm_lm": lambda cfg, x: (*x.shape, cfg.vocab_size),
     "gpt": lambda cfg, x: (*x.shape, cfg.vocab_size),
 }
@@ -56,6 +58,8 @@ EXPECTED: dict[str, Callable[[Any, torch.Tensor], Shape]] = {
 EXTRA_CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("autoencoder", {"variational": True}),
     ("denoiser", {"widths": (8, 16), "convs_per_stage": 1}),
+    ("dcgan_generator", {"image_size": 64, "channels": 3, "latent_dim": 8, "width": 4}),
+    ("dcgan_discriminator", {"image_size": 8, "channels": 3, "width": 4}),
     ("srresnet", {"scale": 2, "width": 16, "num_blocks": 2, "head_kernel": 3, "batch_norm": True}),
     ("srresnet", {"scale": 4, "width": 16, "num_blocks": 1, "bicubic_skip": False}),
     ("unet", {"depth": 4, "base_width": 8, "dropout": 0.1}),
