@@ -34,7 +34,7 @@ TOLERANCES = {
     "super_resolution/ssim": 0.002,
     "anomaly/roc_auc": 0.005,
     "denoising/psnr": 0.05,  # same uint8 rounding as super-resolution (dB)  # float32 scores agree to ~1e-6
-    "sampling/confident": 0.01,  # same latents; a sample near the judge's threshold may cross it after rounding
+    "sampling/confident": 0.01,  # same latents; a sample at the judge threshold may cross it after rounding
     "sampling/pixel_agreement": 0.001,  # share of pixels within 1 level of PyTorch's (uint8 rounding of x.5)
     "text_generation/greedy_exact_match": 0.0,  # greedy decoding must reproduce the offline text exactly
 }

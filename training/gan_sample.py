@@ -107,7 +107,7 @@ def sample(gen: nn.Module, z: np.ndarray) -> np.ndarray:
 
 
 def train_judge(data: DigitSplits, epochs: int, seed: int) -> tuple[nn.Module, Any, float]:
-    """LeNet-5 on the training split with the classify recipe's augmentation; returns (model, cfg, test acc)."""
+    """LeNet-5 on the training split, the classify recipe's augmentation; returns (model, cfg, test acc)."""
     cfg = replace(config_class("lenet5")(), in_channels=1, num_classes=len(LABELS))
     judge = build_model("lenet5", cfg)
     opt = torch.optim.AdamW(judge.parameters(), lr=3e-3, weight_decay=1e-4)
