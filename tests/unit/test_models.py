@@ -49,6 +49,8 @@ EXPECTED: dict[str, Callable[[Any, torch.Tensor], Shape]] = {
     "srgan_discriminator": lambda cfg, x: (x.shape[0],),
     "autoencoder": lambda cfg, x: tuple(x.shape),
     "denoiser": lambda cfg, x: tuple(x.shape),
+    "alexnet": lambda cfg, x: (x.shape[0], cfg.num_classes),
+    "xception": lambda cfg, x: (x.shape[0], cfg.num_classes),
     "dcgan_generator": lambda cfg, x: (x.shape[0], cfg.channels, cfg.image_size, cfg.image_size),
     "dcgan_discriminator": lambda cfg, x: (x.shape[0],),
     "lstm_lm": lambda cfg, x: (*x.shape, cfg.vocab_size),
@@ -58,6 +60,7 @@ EXPECTED: dict[str, Callable[[Any, torch.Tensor], Shape]] = {
 EXTRA_CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("autoencoder", {"variational": True}),
     ("denoiser", {"widths": (8, 16), "convs_per_stage": 1}),
+    ("xception", {"widths": (16, 24), "middle_blocks": 1, "stem": 8, "exit_width": 32}),
     ("dcgan_generator", {"image_size": 64, "channels": 3, "latent_dim": 8, "width": 4}),
     ("dcgan_discriminator", {"image_size": 8, "channels": 3, "width": 4}),
     ("srresnet", {"scale": 2, "width": 16, "num_blocks": 2, "head_kernel": 3, "batch_norm": True}),
@@ -152,3 +155,19 @@ def test_srresnet_starts_near_bicubic() -> None:
     with torch.no_grad():
         bicubic = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="bicubic", align_corners=False)
         assert (model(x) - bicubic).abs().mean() < 0.1 * bicubic.abs().mean()
+
+
+def test_cnn_family_parameter_counts_and_separable_convs() -> None:
+    """Scaled as their files document: well under a million parameters; Xception is depthwise-separable."""
+    counts = {
+        name: sum(p.numel() for p in build_model(name).parameters()) for name in ("alexnet", "xception")
+    }
+    assert counts == {"alexnet": 578_602, "xception": 423_498}
+    convs = [
+        m
+        for m in build_model("xception").modules()
+        if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)
+    ]
+    assert (
+        sum(m.groups == m.in_channels > 1 for m in convs) == len(convs) - 1
+    )  # all but the stem are depthwise

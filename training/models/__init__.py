@@ -17,7 +17,20 @@ import torch.nn as nn
 _REGISTRY: dict[str, tuple[type, Callable[[Any], nn.Module]]] = {}
 
 # Modules that hold architectures; imported lazily so `list_models()` sees them all.
-_MODULES = ("resnet", "lenet", "vgg", "unet", "lstm_lm", "gpt", "srgan", "autoencoder", "denoiser", "dcgan")
+_MODULES = (
+    "resnet",
+    "lenet",
+    "vgg",
+    "unet",
+    "lstm_lm",
+    "gpt",
+    "srgan",
+    "autoencoder",
+    "denoiser",
+    "dcgan",
+    "alexnet",
+    "xception",
+)
 
 
 def register(
