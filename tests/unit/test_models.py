@@ -51,6 +51,8 @@ EXPECTED: dict[str, Callable[[Any, torch.Tensor], Shape]] = {
     "denoiser": lambda cfg, x: tuple(x.shape),
     "alexnet": lambda cfg, x: (x.shape[0], cfg.num_classes),
     "xception": lambda cfg, x: (x.shape[0], cfg.num_classes),
+    "inception": lambda cfg, x: (x.shape[0], cfg.num_classes),
+    "inception_resnet": lambda cfg, x: (x.shape[0], cfg.num_classes),
     "dcgan_generator": lambda cfg, x: (x.shape[0], cfg.channels, cfg.image_size, cfg.image_size),
     "dcgan_discriminator": lambda cfg, x: (x.shape[0],),
     "lstm_lm": lambda cfg, x: (*x.shape, cfg.vocab_size),

@@ -30,6 +30,8 @@ _MODULES = (
     "dcgan",
     "alexnet",
     "xception",
+    "inception",
+    "inception_resnet",
 )
 
 
