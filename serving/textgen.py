@@ -285,3 +285,63 @@ def prompt_ids(
     if context_length is not None and ids.size > context_length:
         ids = refeed_ids(ids, context_length)
     return ids
+
+
+# --- chat template -------------------------------------------------------------------------------
+
+CHAT_ROLES = ("system", "user", "assistant")
+CHAT_TEMPLATE_FORMAT = 1
+
+# The models are character-level Shakespeare: a turn is written the way the corpus writes a
+# speech (a speaker line "NAME:" then the text, a blank line after), so the generator continues
+# in the voice it was trained on, and "\n\n" (the end of a speech) ends the assistant's turn.
+# Plain ``str.format`` with the fields ``{content}`` and ``{role}``: no template engine.
+DEFAULT_CHAT_TEMPLATE: dict = {
+    "format": CHAT_TEMPLATE_FORMAT,
+    "turns": {
+        "system": "{content}\n\n",
+        "user": "USER:\n{content}\n\n",
+        "assistant": "ASSISTANT:\n{content}\n\n",
+    },
+    "generation_prompt": "ASSISTANT:\n",  # appended last: the model speaks next
+    "stop": ["\n\n"],  # end-of-turn strings, added to the request's own stop strings
+}
+
+
+def check_chat_template(template: dict) -> dict:
+    """The template as given, or ValueError (unknown format, a role without a turn, bad fields)."""
+    if int(template.get("format", 0)) != CHAT_TEMPLATE_FORMAT:
+        raise ValueError(f"unsupported chat template format {template.get('format')!r}")
+    turns = template.get("turns", {})
+    missing = [r for r in CHAT_ROLES if not isinstance(turns.get(r), str)]
+    if missing:
+        raise ValueError(f"chat template has no turn for {missing}")
+    for role, turn in turns.items():
+        turn.format(content="", role=role)  # raises on a field other than content/role
+    if not isinstance(template.get("generation_prompt", ""), str):
+        raise ValueError("chat template generation_prompt must be a string")
+    stops = template.get("stop", [])
+    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
+        raise ValueError("chat template stop must be a list of non-empty strings")
+    return template
+
+
+def render_chat(messages: Sequence[dict], template: dict | None = None) -> str:
+    """OpenAI-style ``[{"role", "content"}, ...]`` -> the prompt the generator continues.
+
+    Each message becomes its role's turn with ``content`` filled in, in order, then the template's
+    generation prompt. Raises ValueError on no messages, an unknown role or non-string content.
+    """
+    template = DEFAULT_CHAT_TEMPLATE if template is None else template
+    if not messages:
+        raise ValueError("messages must not be empty")
+    turns = template["turns"]
+    parts = []
+    for i, m in enumerate(messages):
+        role, content = m.get("role"), m.get("content")
+        if role not in turns:
+            raise ValueError(f"messages[{i}].role: {role!r} is not one of {sorted(turns)}")
+        if not isinstance(content, str):
+            raise ValueError(f"messages[{i}].content must be a string")
+        parts.append(turns[role].format(content=content, role=role))
+    return "".join(parts) + template.get("generation_prompt", "")

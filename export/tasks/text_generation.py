@@ -34,7 +34,7 @@ import torch.nn as nn
 from export.onnx_export import OnnxContract, TensorSpec, check_parity, export_onnx, ort_session
 from export.repository import BACKEND_MODELS_DIR, RepositoryModel
 from export.tasks import register_exporter
-from serving.textgen import CharVocab
+from serving.textgen import DEFAULT_CHAT_TEMPLATE, CharVocab, check_chat_template
 from training.common import Checkpoint
 
 PARITY_ATOL = 1e-4  # logits and state, float32 graph vs float32 eager (same inputs)
@@ -242,6 +242,8 @@ def export_text_generator(ckpt: Checkpoint, workdir: Path, name: str) -> list[Re
         # gpt: fixed positions, a sliding window re-fed when full; lstm: recurrent state, no limit
         "context_policy": "sliding_window" if is_gpt else "recurrent",
         "state": json.dumps(meta.get("arch_facts", {}), sort_keys=True),
+        # messages -> prompt for /v1/chat/completions (serving.textgen.render_chat), stored with the model
+        "chat_template": json.dumps(check_chat_template(DEFAULT_CHAT_TEMPLATE), sort_keys=True),
     }
     return [
         RepositoryModel(

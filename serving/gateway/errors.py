@@ -59,21 +59,60 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": err}
 
 
+# Routes that answer errors in OpenAI's shape (what the openai SDK parses into its exceptions).
+OPENAI_PATHS = frozenset({"/v1/chat/completions"})
+
+
+class OpenAIError(APIError):
+    """An error answered as ``{"error": {"message", "type", "param", "code"}}``, OpenAI's shape."""
+
+    def __init__(
+        self, status: int, code: str, message: str, param: str | None = None, headers: dict | None = None
+    ) -> None:
+        super().__init__(status, code, message, headers)
+        self.param = param
+
+    @property
+    def type(self) -> str:
+        return "invalid_request_error" if self.status < 500 else "server_error"
+
+
+def openai_body(exc: OpenAIError) -> dict[str, Any]:
+    return {"error": {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}}
+
+
+def to_openai(exc: APIError, param: str | None = None) -> OpenAIError:
+    """The same failure for an OpenAI route: OpenAI answers a request it cannot take with 400, not 422."""
+    if isinstance(exc, OpenAIError):
+        return exc
+    status = 400 if exc.status == 422 else exc.status
+    return OpenAIError(status, exc.code, exc.message, param, exc.headers)
+
+
+def _where(loc: list) -> str:
+    return ".".join(str(p) for p in loc if p != "body")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+        if isinstance(exc, OpenAIError):
+            return JSONResponse(openai_body(exc), status_code=exc.status, headers=exc.headers)
         return JSONResponse(
             error_body(exc.code, exc.message, exc.details), status_code=exc.status, headers=exc.headers
         )
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         details = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
             for e in exc.errors()
         ]
         first = details[0] if details else {"loc": [], "msg": "invalid request"}
-        where = ".".join(str(p) for p in first["loc"] if p != "body") or "request"
+        where = _where(first["loc"]) or "request"
+        if request.url.path in OPENAI_PATHS:
+            err = OpenAIError(400, "invalid_parameter", f"{where}: {first['msg']}", where)
+            return JSONResponse(openai_body(err), status_code=400)
         return JSONResponse(
             error_body("invalid_parameter", f"{where}: {first['msg']}", details), status_code=422
         )

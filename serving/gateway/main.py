@@ -22,6 +22,7 @@ from serving.gateway.openapi import install_openapi
 from serving.gateway.routes import (
     admin,
     anomaly,
+    chat,
     classify,
     denoise,
     generate,
@@ -48,6 +49,7 @@ ROUTERS = [
     denoise.router,
     sample.router,
     generate.router,
+    chat.router,
 ]
 
 # KServe v2 front door for existing Triton clients; the operators' API (left out of the public doc).

@@ -75,6 +75,8 @@ class ModelInfo:
     versions: tuple[str, ...] = ()  # every READY version, oldest first (``version`` is the newest)
     instances: int = 1  # model instances Triton runs (instance_group counts)
     preferred_batch: int = 0  # largest dynamic_batching.preferred_batch_size, 0 = none
+    # when the gateway discovered it: OpenAI's ``created`` (Triton keeps no load time we can read)
+    created: int = field(default_factory=lambda: int(time.time()), compare=False)
     _json: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def param(self, key: str, default: str | None = None) -> str | None:
