@@ -24,7 +24,8 @@ def test_render_chat_default_template() -> None:
         ]
     )
     assert prompt == (
-        "Speak as a king.\n\nUSER:\nWho art thou?\n\nASSISTANT:\nA king.\n\nUSER:\nOf {where}?\n\nASSISTANT:\n"
+        "Speak as a king.\n\nUSER:\nWho art thou?\n\n"
+        "ASSISTANT:\nA king.\n\nUSER:\nOf {where}?\n\nASSISTANT:\n"
     )
 
 
