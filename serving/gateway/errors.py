@@ -1,5 +1,10 @@
 """One error shape for every failure: ``{"error": {"code": ..., "message": ...}}``.
 
+Two doors speak another protocol's shape, the one its clients parse: the OpenAI routes
+(``OPENAI_PATHS``) and the KServe v2 door (every path under ``/v2``), which answers
+``{"error": "<message>"}`` as Triton does, with 400 where the task routes say 422 (KServe has no
+422: Triton answers 400 for a request it cannot use), see :func:`kserve_error`.
+
 4xx means the caller can fix the request; 5xx means a bug or an upstream fault; Triton being
 unreachable is a 503 with Retry-After so clients and load balancers back off.
 """
@@ -89,13 +94,31 @@ def to_openai(exc: APIError, param: str | None = None) -> OpenAIError:
     return OpenAIError(status, exc.code, exc.message, param, exc.headers)
 
 
+def is_kserve(path: str) -> bool:
+    """A path of the KServe v2 HTTP door (``routes/kserve_http.py``)."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def kserve_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """KServe v2's error form, ``{"error": "<message>"}``: what ``tritonclient.http`` reads into
+    ``InferenceServerException`` (our task-route shape makes it raise ``<exception str() failed>``)."""
+    return JSONResponse({"error": message}, status_code=400 if status == 422 else status, headers=headers)
+
+
+def kserve_body(status: int, message: str) -> tuple[int, dict[str, Any]]:
+    """The status and body :func:`kserve_error` answers, for the ASGI guard (no Response there)."""
+    return (400 if status == 422 else status), {"error": message}
+
+
 def _where(loc: list) -> str:
     return ".".join(str(p) for p in loc if p != "body")
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
-    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        if is_kserve(request.url.path):
+            return kserve_error(exc.status, exc.message, exc.headers)
         if isinstance(exc, OpenAIError):
             return JSONResponse(openai_body(exc), status_code=exc.status, headers=exc.headers)
         return JSONResponse(
@@ -110,6 +133,8 @@ def install_error_handlers(app: FastAPI) -> None:
         ]
         first = details[0] if details else {"loc": [], "msg": "invalid request"}
         where = _where(first["loc"]) or "request"
+        if is_kserve(request.url.path):
+            return kserve_error(400, f"{where}: {first['msg']}")
         if request.url.path in OPENAI_PATHS:
             err = OpenAIError(400, "invalid_parameter", f"{where}: {first['msg']}", where)
             return JSONResponse(openai_body(err), status_code=400)
@@ -118,8 +143,10 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         cause = exc.__cause__
+        if is_kserve(request.url.path):
+            return kserve_error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
         if isinstance(cause, UnicodeDecodeError):  # FastAPI's body parsing: a 400 that names nothing
             return JSONResponse(
                 error_body("invalid_utf8", f"request body is not valid UTF-8 (byte {cause.start})"),

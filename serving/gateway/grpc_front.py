@@ -15,7 +15,8 @@ are recorded with ``route="grpc:<Method>"``. Gateway refusals map to gRPC codes 
 UNAUTHENTICATED, 429 RESOURCE_EXHAUSTED with ``retry-after`` trailing metadata, 422
 INVALID_ARGUMENT, ...); Triton's own errors pass through with their code and message. The
 ``status`` label is the HTTP status the HTTP front door would have answered, so one error-rate
-query covers both doors. Repository control and shared memory are not served here.
+query covers both doors. Statistics and the repository index (read-only, the served models) are
+forwarded; repository load/unload and shared memory are refused (PERMISSION_DENIED).
 """
 
 from __future__ import annotations
@@ -211,6 +212,27 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
 
         return await self._guarded(context, "ModelConfig", request.name, call)
 
+    async def ModelStatistics(
+        self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ModelStatisticsResponse:
+        async def call(_: Metadata) -> pb.ModelStatisticsResponse:
+            return await self.triton.stub.ModelStatistics(request, timeout=self._timeout(context))
+
+        return await self._guarded(context, "ModelStatistics", request.name, call)
+
+    async def RepositoryIndex(
+        self, request: pb.RepositoryIndexRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RepositoryIndexResponse:
+        """Read-only and limited to the served (READY) models: ``kserve.visible_index``."""
+
+        async def call(_: Metadata) -> pb.RepositoryIndexResponse:
+            index = await self.triton.stub.RepositoryIndex(
+                pb.RepositoryIndexRequest(ready=True), timeout=self._timeout(context)
+            )
+            return pb.RepositoryIndexResponse(models=kserve.visible_index(index))
+
+        return await self._guarded(context, "RepositoryIndex", "", call)
+
     # -- inference -----------------------------------------------------------------------------
 
     async def ModelInfer(
@@ -320,16 +342,13 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
     async def _denied(self, context: grpc.aio.ServicerContext, what: str) -> None:
         await context.abort(grpc.StatusCode.PERMISSION_DENIED, what)
 
-    async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         await self._denied(
             context, "model repository control is not public; operators use the admin API (/admin)"
         )
 
-    async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await self.RepositoryIndex(request, context)
-
     async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await self.RepositoryIndex(request, context)
+        await self.RepositoryModelLoad(request, context)
 
 
 def server_options(settings: Settings) -> list[tuple[str, Any]]:

@@ -354,9 +354,13 @@ class GuardMiddleware:
                 state["client_closed"] = True  # the metrics middleware counts it as 499, not 500
         except errors.APIError as exc:
             if not started:
-                await _send_error(
-                    send_wrapper, exc.status, errors.error_body(exc.code, exc.message), exc.headers
-                )
+                if errors.is_kserve(path):  # KServe clients read KServe's error form (errors.py)
+                    st, body = errors.kserve_body(exc.status, exc.message)
+                    await _send_error(send_wrapper, st, body, exc.headers)
+                else:
+                    await _send_error(
+                        send_wrapper, exc.status, errors.error_body(exc.code, exc.message), exc.headers
+                    )
         except ClientDisconnect:
             status = _STATUS_CLIENT_CLOSED
             state["client_closed"] = True
@@ -365,14 +369,13 @@ class GuardMiddleware:
             # the request id too; the traceback goes to the log with it.
             self.log.exception("unhandled error", route=_route(scope), request_id=rid)
             if not started:
-                await _send_error(
-                    send_wrapper,
-                    500,
-                    errors.error_body(
-                        "internal_error", "unexpected error; see gateway logs (request id in X-Request-ID)"
-                    ),
-                    None,
+                what = "unexpected error; see gateway logs (request id in X-Request-ID)"
+                body = (
+                    errors.kserve_body(500, what)[1]
+                    if errors.is_kserve(path)
+                    else errors.error_body("internal_error", what)
                 )
+                await _send_error(send_wrapper, 500, body, None)
             else:
                 raise
         finally:

@@ -11,7 +11,9 @@ not what we send. After generation we patch every operation:
   none); those with a request body 400 (malformed body);
 * with API keys configured, the bearer and X-API-Key schemes and 401 (none declared otherwise:
   the schema says exactly when a key is required);
-* every response documents the ``X-Request-ID`` header.
+* every response documents the ``X-Request-ID`` header;
+* the KServe v2 door (paths under ``/v2``) answers KServe's ``{"error": "<message>"}``
+  (``KServeError``) and 400 where the others say 422 (``errors.kserve_error``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from serving.gateway.errors import is_kserve
 from serving.gateway.guard import EXEMPT_PATHS, MIN_REQUEST_TIMEOUT_S
 from serving.gateway.settings import Settings
 
@@ -41,6 +44,13 @@ ERROR_SCHEMA: dict[str, Any] = {
     },
 }
 _ERROR_REF = {"$ref": "#/components/schemas/ErrorBody"}
+KSERVE_ERROR_SCHEMA: dict[str, Any] = {
+    "title": "KServeError",
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {"type": "string", "description": "what was wrong, for a person"}},
+}
+_KSERVE_ERROR_REF = {"$ref": "#/components/schemas/KServeError"}
 _REQUEST_ID = {
     "description": "the request id: the client's X-Request-ID, or one the gateway made",
     "schema": {"type": "string"},
@@ -59,6 +69,7 @@ def patch_schema(schema: dict[str, Any], settings: Settings) -> dict[str, Any]:
     components = schema.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
     schemas["ErrorBody"] = ERROR_SCHEMA
+    schemas["KServeError"] = KSERVE_ERROR_SCHEMA
     auth = bool(settings.api_keys.get_secret_value().strip() or settings.api_keys_file)
     if auth:
         components["securitySchemes"] = {
@@ -70,10 +81,15 @@ def patch_schema(schema: dict[str, Any], settings: Settings) -> dict[str, Any]:
             if method not in _METHODS:
                 continue
             responses: dict[str, Any] = op.setdefault("responses", {})
+            kserve = is_kserve(path)
+            if kserve and "422" in responses:  # FastAPI's own parameter-validation entry: a 400 here
+                responses.setdefault("400", responses.pop("422"))
             if path not in EXEMPT_PATHS:
                 params = op.setdefault("parameters", [])
                 for status, text in _GUARDED.items():
-                    responses.setdefault(status, {"description": text})
+                    responses.setdefault(
+                        "400" if kserve and status == "422" else status, {"description": text}
+                    )
                 # Every guarded route resolves a model: a named one may not exist, a task may have none.
                 responses.setdefault("404", {"description": "no such model, or none serves this task"})
                 if "requestBody" in op:
@@ -97,7 +113,8 @@ def patch_schema(schema: dict[str, Any], settings: Settings) -> dict[str, Any]:
                 headers = resp.setdefault("headers", {})
                 headers["X-Request-ID"] = _REQUEST_ID
                 if status[0] in "45":
-                    resp["content"] = {"application/json": {"schema": _ERROR_REF}}
+                    ref = _KSERVE_ERROR_REF if kserve else _ERROR_REF
+                    resp["content"] = {"application/json": {"schema": ref}}
                 if status in ("429", "503"):
                     headers["Retry-After"] = _RETRY_AFTER
                 if status == "401":

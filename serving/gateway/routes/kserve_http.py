@@ -2,10 +2,13 @@
 
 ``tritonclient.http.InferenceServerClient("gateway:8080")`` works unchanged: health, server and
 model metadata, model config, inference with JSON or binary tensors, the classification
-extension. Requests go to Triton over gRPC (see ``kserve.py`` for why), pass the gateway's guard
-(API keys, rate limits, max in flight, deadline) like every route, are validated like the task
-routes, and follow the model's traffic split when the path names no version. Inference answers
-carry ``X-Model-Version``. Repository control and shared memory are not reachable here.
+extension, statistics and the repository index (read-only, the served models only). Requests go
+to Triton over gRPC (see ``kserve.py`` for why), pass the gateway's guard (API keys, rate limits,
+max in flight, deadline) like every route, are validated like the task routes, and follow the
+model's traffic split when the path names no version. Inference answers carry ``X-Model-Version``.
+Errors are KServe's ``{"error": "<message>"}`` with Triton's status codes (``errors.kserve_error``;
+checked against Triton itself by tests/e2e/test_kserve_conformance.py). Repository load/unload and
+shared memory are not reachable here (403).
 """
 
 from __future__ import annotations
@@ -66,7 +69,7 @@ async def server_metadata(request: Request, triton: TritonClient = Depends(get_t
 
 # Health and readiness: clients read the status code only (200 = true); the body says it too.
 # A server that is not ready is a 503 with Retry-After, as /readyz; a model that is not ready is a
-# 404 (KServe: "a 4xx status indicates false"), since most often it is not served at all.
+# 400 (KServe: "a 4xx status indicates false"), Triton's own answer.
 
 
 @router.get("/v2/health/live", summary="Liveness (KServe v2): the gateway answers")
@@ -86,8 +89,50 @@ async def ready(triton: TritonClient = Depends(get_triton)) -> dict[str, bool]:
 
 
 # Each operation has a latest-version and a pinned-version path; thin endpoints share one body.
-_NOT_READY: dict[int | str, dict[str, Any]] = {404: {"description": "not ready, or no such model or version"}}
+_NOT_READY: dict[int | str, dict[str, Any]] = {400: {"description": "not ready, or no such model or version"}}
 _NO_MODEL: dict[int | str, dict[str, Any]] = {404: {"description": "no such model or version"}}
+
+
+# Statistics (Triton keeps them for loaded models only). Declared before ``/v2/models/{name}``, so
+# "stats" is not taken for a model name.
+
+_STATS_RESPONSES: dict[int | str, dict[str, Any]] = {400: {"description": "no such model or version"}}
+
+
+async def _stats(request: Request, triton: TritonClient, name: str, version: str) -> dict[str, Any]:
+    request.state.model = name
+    resp = await _unary(
+        request, triton, "ModelStatistics", pb.ModelStatisticsRequest(name=name, version=version), name
+    )
+    return kserve.message_to_json(resp)
+
+
+@router.get("/v2/models/stats", summary="Statistics of every served model (Triton extension)")
+async def all_statistics(request: Request, triton: TritonClient = Depends(get_triton)) -> dict[str, Any]:
+    return await _stats(request, triton, "", "")
+
+
+@router.get(
+    "/v2/models/{name}/stats", summary="Model statistics (Triton extension)", responses=_STATS_RESPONSES
+)
+async def model_statistics(
+    request: Request, name: str = ModelName, triton: TritonClient = Depends(get_triton)
+) -> dict[str, Any]:
+    return await _stats(request, triton, name, "")
+
+
+@router.get(
+    "/v2/models/{name}/versions/{version}/stats",
+    summary="Model version statistics (Triton extension)",
+    responses=_STATS_RESPONSES,
+)
+async def model_version_statistics(
+    request: Request,
+    name: str = ModelName,
+    version: str = Version,
+    triton: TritonClient = Depends(get_triton),
+) -> dict[str, Any]:
+    return await _stats(request, triton, name, version)
 
 
 async def _metadata(request: Request, triton: TritonClient, name: str, version: str) -> dict[str, Any]:
@@ -122,7 +167,7 @@ async def _ready(request: Request, triton: TritonClient, name: str, version: str
     if await triton.model_ready(name, version, timeout=2.0):
         return {"name": name, "version": version, "ready": True}
     what = f"model {name!r}" + (f" version {version}" if version else "")
-    raise errors.not_found("model_not_ready", f"{what} is not ready (or not served)")
+    raise errors.bad_request("model_not_ready", f"{what} is not ready (or not served)")  # Triton: 400
 
 
 @router.get("/v2/models/{name}/ready", summary="Model readiness (KServe v2)", responses=_NOT_READY)
@@ -185,8 +230,9 @@ async def _infer(request: Request, name: str, version: str) -> Response:
     body = kserve.decompress(body, headers.get("content-encoding"), settings.max_upload_bytes)
     header, tail = kserve.split_body(body, headers.get("inference-header-content-length"))
     info = state.catalog.models.get(name)  # no await: an unknown model is Triton's 404 below
-    if info is not None and info.decoupled:
-        raise errors.unprocessable(
+    if info is not None and info.decoupled:  # 501: what Triton's HTTP endpoint answers here
+        raise errors.APIError(
+            501,
             "decoupled_model",
             f"model {name!r} streams its responses (decoupled): use "
             "gRPC ModelStreamInfer (tritonclient.grpc start_stream) on "
@@ -224,10 +270,10 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
             "X-Model-Version": {"description": "the version that served", "schema": {"type": "string"}}
         },
     },
-    400: {"description": "malformed body"},
+    400: {"description": "malformed body, or a tensor the model does not take"},
     404: {"description": "no such model or version"},
     413: {"description": "too large"},
-    422: {"description": "a tensor does not fit the model"},
+    501: {"description": "a decoupled model: it streams over gRPC ModelStreamInfer"},
 }
 
 
@@ -253,8 +299,21 @@ async def infer_version(request: Request, name: str = ModelName, version: str = 
     return await _infer(request, name, version)
 
 
+@router.post(
+    "/v2/repository/index",
+    summary="Repository index (Triton extension; read-only, the served models)",
+    response_model=list[dict[str, str]],
+)
+async def repository_index(
+    request: Request, triton: TritonClient = Depends(get_triton)
+) -> list[dict[str, str]]:
+    # The body ({"ready": bool}) changes nothing: only READY models are listed either way.
+    index = await _unary(request, triton, "RepositoryIndex", pb.RepositoryIndexRequest(ready=True))
+    return [{"name": m.name, "version": m.version, "state": m.state} for m in kserve.visible_index(index)]
+
+
 def not_here(what: str) -> JSONResponse:
-    return JSONResponse(errors.error_body("not_available", what), status_code=403)
+    return errors.kserve_error(403, what)
 
 
 @router.post("/v2/repository/{rest:path}", include_in_schema=False)
