@@ -25,7 +25,7 @@ from training.common import (
     setup_run,
     write_metrics,
 )
-from training.data.digits import LABELS, load_digits_splits
+from training.data.digits import CANONICALIZE, LABELS, NATIVE_SIZE, augmented_batch, load_digits_splits
 from training.models import build_model, config_class
 
 # Per-profile recipe: epochs, train-set limit, image size, batch size, lr, model overrides.
@@ -48,6 +48,7 @@ PROFILES = {
         "model": {"widths": (32, 64, 128), "blocks_per_stage": 2},
     },
 }
+AUGMENT_FRACTION = 0.5  # share of each epoch's images drawn as a user might send them (perturb.augment)
 MEAN, STD = 0.5, 0.5  # normalisation baked into the exported graph: x/255 -> (x - MEAN) / STD
 
 
@@ -56,7 +57,8 @@ def to_float(x_u8: torch.Tensor) -> torch.Tensor:
 
 
 def augment(x: torch.Tensor, pad: int = 2) -> torch.Tensor:
-    """Random translation by up to ``pad`` pixels (pad with white paper, then crop)."""
+    """Random translation by up to ``pad`` pixels (pad with white paper, then crop): what is left of
+    a digit's position after the canonical crop and centring."""
     n, _, h, w = x.shape
     padded = F.pad(x, (pad, pad, pad, pad), value=float((1.0 - MEAN) / STD))
     dx, dy = np.random.randint(0, 2 * pad + 1, size=2)
@@ -91,15 +93,19 @@ def main(argv: list[str] | None = None) -> dict:
     opt = torch.optim.AdamW(model.parameters(), lr=prof["lr"], weight_decay=1e-4)
     steps_per_epoch = int(np.ceil(len(data.x_train) / prof["batch"]))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=prof["lr"], total_steps=epochs * steps_per_epoch)
-    x_train = to_float(torch.from_numpy(data.x_train))
     y_train = torch.from_numpy(data.y_train)
     hist = History()
     gen = torch.Generator().manual_seed(args.seed)
+    aug_rng = np.random.default_rng(args.seed)
 
     with Timer() as timer:
         bar = progress(range(epochs), args.no_progress, desc=f"train {args.arch}", unit="epoch")
         for _ in bar:
             model.train()
+            # Fresh perturbed renderings every epoch (rotation, blur, noise, JPEG, size, shifts), each
+            # through the same canonicalisation the gateway applies; the rest of the epoch stays clean.
+            x_u8, _ = augmented_batch(data.raw_train, prof["image_size"], aug_rng, AUGMENT_FRACTION)
+            x_train = to_float(torch.from_numpy(x_u8))
             perm = torch.randperm(len(x_train), generator=gen)
             total = 0.0
             for s in range(steps_per_epoch):
@@ -135,6 +141,9 @@ def main(argv: list[str] | None = None) -> dict:
         "channels": 1,
         "mean": MEAN,
         "std": STD,
+        "canonicalize": CANONICALIZE,
+        "native_size": NATIVE_SIZE,
+        "augmentation": f"{AUGMENT_FRACTION:g} of each epoch: training.data.perturb.augment",
         "metrics": {k: metrics[k] for k in ("test_accuracy", "test_loss", "profile", "epochs")},
         "dataset": metrics["dataset"],
     }

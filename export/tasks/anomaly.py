@@ -23,7 +23,15 @@ import torch.nn as nn
 from export.onnx_export import OnnxContract, TensorSpec
 from export.repository import RepositoryModel
 from export.tasks import register_exporter
-from export.tasks.uint8_images import export_with_parity, float_contract, normalise, sample_images, to_pixels
+from export.tasks.uint8_images import (
+    canonical_parameters,
+    export_with_parity,
+    float_contract,
+    invariances,
+    normalise,
+    sample_images,
+    to_pixels,
+)
 from training.common import Checkpoint
 
 SCORE_ATOL = 1e-5  # MSE in [0, 1] units; thresholds sit around 1e-2, so this cannot move a decision
@@ -85,12 +93,14 @@ def export_anomaly(ckpt: Checkpoint, workdir: Path, name: str) -> list[Repositor
                 "channels": str(c),
                 "arch": ckpt.arch,
                 "variational": str(bool(ckpt.config.get("variational", False))).lower(),
+                **canonical_parameters(meta),
             },
             card={
                 "arch": ckpt.arch,
                 "metrics": meta.get("metrics", {}),
                 "dataset": meta.get("dataset"),
                 "score": meta.get("score"),
+                "invariances": invariances(meta),
                 "parity": parity,
                 "config": ckpt.config,
             },

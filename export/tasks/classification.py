@@ -11,6 +11,7 @@ import torch.nn as nn
 from export.onnx_export import OnnxContract, TensorSpec, check_parity, export_onnx
 from export.repository import RepositoryModel
 from export.tasks import register_exporter
+from export.tasks.uint8_images import canonical_parameters, invariances
 from training.common import Checkpoint
 
 PARITY_ATOL = 1e-4  # on softmax probabilities (float32 graph vs float32 eager)
@@ -59,11 +60,17 @@ def export_classifier(ckpt: Checkpoint, workdir: Path, name: str) -> list[Reposi
             # Python-backend hop); compute-heavy models keep the 2 x 1 default.
             cpu_instances=1,
             cpu_threads=2,
-            parameters={"image_size": str(s), "channels": str(c), "arch": ckpt.arch},
+            parameters={
+                "image_size": str(s),
+                "channels": str(c),
+                "arch": ckpt.arch,
+                **canonical_parameters(meta),
+            },
             card={
                 "arch": ckpt.arch,
                 "metrics": meta.get("metrics", {}),
                 "dataset": meta.get("dataset"),
+                "invariances": invariances(meta),
                 "parity": parity,
                 "config": ckpt.config,
             },

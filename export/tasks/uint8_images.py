@@ -126,3 +126,35 @@ def sample_images(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarra
     img = np.repeat(np.repeat(blocks, 8, axis=2), 8, axis=3)[:, :, :h, :w]
     img = np.pad(img, ((0, 0), (0, 0), (0, h - img.shape[2]), (0, w - img.shape[3])), mode="edge")
     return np.clip(img + rng.normal(0, 12, size=img.shape), 0, 255).astype(np.uint8)
+
+
+def canonical_parameters(meta: dict[str, Any]) -> dict[str, str]:
+    """The preprocessing parameters the gateway reads (serving.imaging.to_model_image's
+    ``canonicalize`` and ``native_size``), when the recipe trained through them."""
+    params: dict[str, str] = {}
+    if meta.get("canonicalize", "none") != "none":
+        params["canonicalize"] = str(meta["canonicalize"])
+        if meta.get("native_size"):
+            params["native_size"] = str(int(meta["native_size"]))
+    return params
+
+
+def invariances(meta: dict[str, Any]) -> dict[str, str] | None:
+    """Where each input invariance of an image model lives, for the model card."""
+    if meta.get("canonicalize", "none") == "none":
+        return None
+    return {
+        "size, aspect ratio, margins, small shifts": (
+            "by design: serving.imaging canonical_document crops to the ink, pads to a centred square "
+            f"and area-averages to the native {meta.get('native_size')}x{meta.get('native_size')} grid, "
+            "at training and in the gateway (model parameters canonicalize, native_size)"
+        ),
+        "nearest-neighbour (blocky) upscales": "by design: exact block structure detected and undone",
+        "polarity (light ink on dark)": "by design: inverted to dark-on-light, decided from the border",
+        "rotation up to 10 degrees, blur, noise, JPEG, shifts that crop": (
+            f"training-time augmentation ({meta.get('augmentation', 'training.data.perturb.augment')})"
+        ),
+        "grey, RGB, RGBA, palette, 16-bit, CMYK, EXIF orientation": (
+            "decoding and mode conversion (serving.imaging.to_mode, gateway codecs)"
+        ),
+    }

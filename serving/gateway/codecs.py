@@ -11,7 +11,7 @@ import io
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -121,6 +121,11 @@ def _decode(data: bytes, max_pixels: int) -> Image.Image:
         raise errors.unprocessable(
             "corrupt_image", f"the {fmt} image could not be decoded: corrupt or truncated"
         ) from None
+    try:  # a camera's EXIF orientation: the pixels as the viewer shows them
+        if img.getexif().get(0x0112, 1) != 1:  # 0x0112 = Orientation; 1 = as stored
+            return ImageOps.exif_transpose(img)
+    except Exception:  # a malformed EXIF block is not worth a refusal: keep the stored orientation
+        pass
     return img
 
 

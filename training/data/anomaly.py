@@ -2,8 +2,8 @@
 
 Normal images are the digits splits of ``training.data.digits`` (train for fitting, val for the
 threshold, test for the report). Anomalies are generated as 8x8 "scans" and pass through the
-very same ``to_model_image`` resize as the digits, so a detector cannot key on resolution or
-resampling artefacts alone:
+very same ``digits.prepare`` (canonicalisation and resize) as the digits, so a detector cannot
+key on resolution or resampling artefacts alone:
 
 * ``shapes``  - circles, squares, triangles (filled or outlined) in ink on white paper; rings
   look much like a "0", which is the point: some anomalies should be hard;
@@ -21,9 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from serving.imaging import to_model_image
 from training.data.bundled import load_bundled_image
-from training.data.digits import load_digits_splits, to_pil
+from training.data.digits import load_digits_splits, prepare, to_pil
 from training.data.shapes import SHAPE_KINDS, shape_mask
 
 ANOMALY_KINDS = ("shapes", "noise", "textures")
@@ -105,6 +104,8 @@ class AnomalySplits:
     anomaly_kinds: np.ndarray  # (M,) str
     x_val_anomaly: np.ndarray  # as many as x_val, its own seed: validation curves only
     image_size: int
+    raw_train: np.ndarray  # (N, 8, 8) normal digits: augmented afresh every epoch
+    raw_val: np.ndarray
 
 
 def load_anomaly_splits(image_size: int = 32, limit: int | None = None) -> AnomalySplits:
@@ -113,8 +114,16 @@ def load_anomaly_splits(image_size: int = 32, limit: int | None = None) -> Anoma
     raw_val, _ = raw_anomalies(len(digits.x_val), seed=ANOMALY_SEED + 1)
 
     def prep(raws: np.ndarray) -> np.ndarray:
-        return np.stack([to_model_image(to_pil(r), image_size, 1) for r in raws])
+        return np.stack([prepare(to_pil(r), image_size) for r in raws])
 
     return AnomalySplits(
-        digits.x_train, digits.x_val, digits.x_test, prep(raw), kinds, prep(raw_val), image_size
+        digits.x_train,
+        digits.x_val,
+        digits.x_test,
+        prep(raw),
+        kinds,
+        prep(raw_val),
+        image_size,
+        digits.raw_train,
+        digits.raw_val,
     )

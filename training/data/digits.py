@@ -1,9 +1,11 @@
 """scikit-learn's bundled handwritten digits (1,797 images, 8x8, 10 classes) as 'paper' images.
 
 The raw values are ink intensities 0..16. We render them as a person would see a scan: dark
-ink on a white background, uint8, then resize with the same function the gateway applies to an
-upload. The train/test split is fixed (stratified, seed 0), so the held-out test split never
-changes between runs.
+ink on a white background, uint8, then bring them to the model's size with the same function the
+gateway applies to an upload (``prepare``: ``serving.imaging.to_model_image`` with the "document"
+canonicalisation on the digits' native 8x8 grid, the parameters export writes for the gateway).
+The train/test split is fixed (stratified, seed 0), so the held-out test split never changes
+between runs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from PIL import Image
 from serving.imaging import to_model_image
 
 LABELS = [str(i) for i in range(10)]
+CANONICALIZE = "document"  # serving.imaging's canonicalisation for digit images (export writes it)
+NATIVE_SIZE = 8  # the data's own grid: uploads are area-averaged to it before the resize
 TEST_FRACTION = 0.2
 SPLIT_SEED = 0
 
@@ -34,6 +38,25 @@ def to_pil(raw: np.ndarray) -> Image.Image:
     return Image.fromarray(raw, mode="L")
 
 
+def prepare(img: Image.Image, image_size: int) -> np.ndarray:
+    """Any image of a digit -> (1, S, S) uint8 model input, exactly as the gateway prepares an upload."""
+    return to_model_image(img, image_size, 1, CANONICALIZE, NATIVE_SIZE)
+
+
+def augmented_batch(
+    raw: np.ndarray, image_size: int, rng: np.random.Generator, fraction: float = 0.5
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 8, 8) raw -> (N, 1, S, S) model inputs, ``fraction`` of them drawn by ``perturb.augment``
+    (the rest clean), and the (N,) mask of the augmented ones."""
+    from training.data.perturb import augment
+
+    mask = rng.random(len(raw)) < fraction
+    out = np.stack(
+        [prepare(augment(r, rng) if m else to_pil(r), image_size) for r, m in zip(raw, mask, strict=True)]
+    )
+    return out, mask
+
+
 @dataclass
 class DigitSplits:
     x_train: np.ndarray  # (N, 1, S, S) uint8
@@ -44,6 +67,8 @@ class DigitSplits:
     y_test: np.ndarray
     raw_test: np.ndarray  # (N, 8, 8) uint8: what `make` writes out as sample PNGs
     image_size: int
+    raw_train: np.ndarray  # (N, 8, 8) uint8: augmented afresh every epoch
+    raw_val: np.ndarray
 
 
 def split_indices(n_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -66,6 +91,17 @@ def load_digits_splits(image_size: int = 32, limit: int | None = None) -> DigitS
         train, val, test = train[:limit], val[: max(limit // 4, 20)], test[: max(limit // 4, 20)]
 
     def prep(ix: np.ndarray) -> np.ndarray:
-        return np.stack([to_model_image(to_pil(raw[i]), image_size, 1) for i in ix])
+        return np.stack([prepare(to_pil(raw[i]), image_size) for i in ix])
 
-    return DigitSplits(prep(train), y[train], prep(val), y[val], prep(test), y[test], raw[test], image_size)
+    return DigitSplits(
+        prep(train),
+        y[train],
+        prep(val),
+        y[val],
+        prep(test),
+        y[test],
+        raw[test],
+        image_size,
+        raw[train],
+        raw[val],
+    )

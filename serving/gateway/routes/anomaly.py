@@ -10,10 +10,10 @@ from pydantic import BaseModel
 
 from serving.gateway import codecs
 from serving.gateway.deps import get_catalog, infer
-from serving.gateway.routes.classify import IMAGE_BODY
+from serving.gateway.routes.classify import IMAGE_BODY, model_pixels
 from serving.gateway.settings import Settings, get_settings
 from serving.gateway.triton import ModelCatalog
-from serving.imaging import from_chw, to_model_image
+from serving.imaging import from_chw
 
 router = APIRouter(tags=["anomaly detection"])
 
@@ -50,7 +50,7 @@ async def anomaly(
 ) -> AnomalyResponse:
     info = await catalog.for_task("anomaly", model)
     img = await codecs.image_from_request(request, settings)
-    pixels = to_model_image(img, info.param_int("image_size"), info.param_int("channels", 1) or 1)[None]
+    pixels = model_pixels(img, info, info.param_int("image_size"), info.param_int("channels", 1) or 1)[None]
     names = [o.name for o in info.outputs]
     result = await infer(request, info, {info.inputs[0].name: pixels}, names)
     score = float(np.asarray(result.outputs[names[0]]).reshape(-1)[0])

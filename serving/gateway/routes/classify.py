@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request
+from PIL import Image
 from pydantic import BaseModel
 
 from serving.gateway import codecs, errors
 from serving.gateway.deps import get_catalog, infer
 from serving.gateway.settings import Settings, get_settings
-from serving.gateway.triton import ModelCatalog
+from serving.gateway.triton import ModelCatalog, ModelInfo
 from serving.gateway.versions import version_query
-from serving.imaging import to_model_image
+from serving.imaging import CANONICALIZE_MODES, to_model_image
 
 # ?version= pins a model version (deps.infer applies it; the dependency documents it).
 router = APIRouter(tags=["classification"], dependencies=[Depends(version_query)])
+
+
+def model_pixels(img: Image.Image, info: ModelInfo, size: int | None, channels: int) -> np.ndarray:
+    """(C, S, S) uint8 as the model was trained to see it: the canonicalisation export wrote into
+    the model's parameters (``canonicalize``, ``native_size``; none for models without them)."""
+    mode = info.param("canonicalize", "none") or "none"
+    if mode not in CANONICALIZE_MODES:
+        raise errors.APIError(
+            502, "model_mismatch", f"model {info.name!r} asks for an unknown canonicalisation {mode!r}"
+        )
+    return to_model_image(img, size, channels, mode, info.param_int("native_size"))
 
 
 class Prediction(BaseModel):
@@ -70,7 +82,7 @@ async def classify(
     img = await codecs.decode_image(data, settings)
     channels = info.param_int("channels", 3) or 3
     size = info.param_int("image_size")
-    pixels = to_model_image(img, size, channels)[None]  # (1, C, S, S) uint8
+    pixels = model_pixels(img, info, size, channels)[None]  # (1, C, S, S) uint8
     input_name, output_name = info.inputs[0].name, info.outputs[0].name
     result = await infer(request, info, {input_name: pixels}, [output_name])
     probs = result.outputs[output_name][0]
