@@ -195,11 +195,10 @@ def check_anomaly(client: httpx.Client, art: Path, limit: int) -> list[Row]:
     raw, y = raw_digit_images()
     normal_raw = raw[split_indices(y)[2][:limit]]
     anomal_raw, _ = raw_anomalies(len(normal_raw))
-    from serving.imaging import to_model_image
-    from training.data.digits import to_pil
+    from training.data.digits import prepare, to_pil
 
-    def prep(r: np.ndarray) -> np.ndarray:
-        return np.stack([to_model_image(to_pil(x), size, 1) for x in r])
+    def prep(r: np.ndarray) -> np.ndarray:  # the gateway's preprocessing, canonicalisation included
+        return np.stack([prepare(to_pil(x), size) for x in r])
 
     off = roc_auc(
         scores(ckpt.model, prep(normal_raw), torch.device("cpu")),
