@@ -26,7 +26,6 @@ import contextlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -36,13 +35,11 @@ from typing import Any
 
 import psutil
 
-from deploy.bench.stack import free_port, http_ok, poll, stop_process
 from deploy.loadtest.engine import run_closed, run_open
 from deploy.loadtest.report import summarise
 from deploy.loadtest.targets import HttpTarget, image_request
-from serving.triton import launcher
+from serving import harness
 
-ROOT = Path(__file__).resolve().parents[1]
 MiB = 1024 * 1024
 
 
@@ -56,38 +53,18 @@ class Stack:
 @contextlib.contextmanager
 def embedded_stack(repo: Path, workdir: Path) -> Iterator[Stack]:
     """Triton and the gateway (``python -m serving.gateway``, as deployed) on free loopback ports."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    cfg = launcher.TritonConfig(
-        repo, free_port(), free_port(), free_port(), backend_dir=ROOT / "build" / "triton-backends"
-    )
-    triton = launcher.start(cfg, workdir / "soak-triton.log")
-    gateway: subprocess.Popen[bytes] | None = None
-    try:
-        launcher.wait_ready(cfg, triton, timeout=180)
-        port = free_port()
-        env = {
-            **os.environ,
-            "GATEWAY_TRITON_GRPC_URL": f"127.0.0.1:{cfg.grpc_port}",
-            "GATEWAY_PORT": str(port),
-            "GATEWAY_HOST": "127.0.0.1",
-            "GATEWAY_REQUEST_LOG": "false",
-        }
-        log = workdir / "soak-gateway.log"
-        with log.open("ab") as out:
-            gateway = subprocess.Popen(
-                [sys.executable, "-m", "serving.gateway"],
-                cwd=ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        url = f"http://127.0.0.1:{port}"
-        poll(lambda: http_ok(url + "/readyz"), 60, "gateway", gateway, log)
-        yield Stack(url, gateway.pid, triton.pid)
-    finally:
-        if gateway is not None:
-            stop_process(gateway)
-        launcher.stop(triton)
+    with harness.start_stack(
+        repo,
+        workdir,
+        model_control="none",
+        load_models=(),
+        grpc_door=False,
+        entry="main",
+        triton_log="soak-triton.log",
+        gateway_log="soak-gateway.log",
+        triton_timeout=180,
+    ) as stack:
+        yield Stack(stack.url, stack.gateway.pid, stack.triton.pid)
 
 
 def rss_mib(pid: int | None, children: bool = False) -> dict[str, float]:

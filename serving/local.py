@@ -2,8 +2,9 @@
 
     python -m serving.local --model-repository build/model_repository/cpu
 
-Runs in the foreground. Ctrl-C (or SIGTERM) stops the gateway, then Triton; Triton is also
-tied to this process with PR_SET_PDEATHSIG, so even a SIGKILL here leaves no orphan.
+Runs in the foreground (serving/harness.py: Triton as a child, the gateway in this process).
+Ctrl-C (or SIGTERM) stops the gateway, then Triton; Triton is also tied to this process with
+PR_SET_PDEATHSIG, so even a SIGKILL here leaves no orphan.
 """
 
 from __future__ import annotations
@@ -12,13 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
-import uvicorn
-
-from serving.gateway.__main__ import QuietServer
+from serving import harness
 from serving.gateway.logs import configure_logging
-from serving.gateway.main import create_app
 from serving.gateway.settings import Settings
-from serving.triton import launcher
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -48,28 +45,29 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
+    print(f"starting tritonserver (log: {args.triton_log}) ...", flush=True)
     # Explicit model control: every model loads at start, and the admin API (/admin) loads new
     # versions and unloads old ones at run time; the config's version_policy says how many serve.
-    cfg = launcher.TritonConfig(
-        args.model_repository,
-        args.triton_http_port,
-        args.triton_grpc_port,
-        args.triton_metrics_port,
-        model_control="explicit",
-        load_models=["*"],
-    )
-    args.triton_log.parent.mkdir(parents=True, exist_ok=True)
-    print(f"starting tritonserver (log: {args.triton_log}) ...", flush=True)
-    proc = launcher.start(cfg, args.triton_log)
     try:
-        launcher.wait_ready(cfg, proc, timeout=180)
+        triton = harness.start_triton(
+            args.model_repository,
+            args.triton_log,
+            ports=(args.triton_http_port, args.triton_grpc_port, args.triton_metrics_port),
+            model_control="explicit",
+            load_models=["*"],
+            timeout=180,
+        )
+    except KeyboardInterrupt:  # the harness has stopped Triton
+        return 130
+    cfg = triton.cfg
+    try:
         print(
             f"triton ready: HTTP :{cfg.http_port}  gRPC :{cfg.grpc_port}  metrics :{cfg.metrics_port}",
             flush=True,
         )
         settings = Settings(
-            triton_grpc_url=f"127.0.0.1:{cfg.grpc_port}",
-            triton_http_url=f"127.0.0.1:{cfg.http_port}",
+            triton_grpc_url=triton.grpc_url,
+            triton_http_url=triton.http_url,
             host=args.host,
             port=args.port,
             grpc_port=args.grpc_port if args.grpc_port >= 0 else None,
@@ -80,25 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         if settings.grpc_port is not None:
             print(f"gateway gRPC (KServe v2) on {args.host}:{settings.grpc_port}", flush=True)
-        server = QuietServer(
-            uvicorn.Config(
-                create_app(settings),
-                host=args.host,
-                port=args.port,
-                log_level=args.log_level,
-                access_log=settings.access_log,
-                log_config=None,
-                # uvicorn hands it to asyncio.wait_for: a float works, its annotation says int.
-                timeout_graceful_shutdown=settings.graceful_shutdown_s,  # type: ignore[arg-type]
-            )
-        )
-        server.run()  # handles SIGINT/SIGTERM itself and drains in-flight requests
+        # handles SIGINT/SIGTERM itself and drains in-flight requests
+        harness.gateway_server(settings, args.host, args.port, log_level=args.log_level).run()
         return 0
     except KeyboardInterrupt:
         return 130
     finally:
         print("stopping tritonserver ...", flush=True)
-        launcher.stop(proc)
+        triton.stop()
 
 
 if __name__ == "__main__":

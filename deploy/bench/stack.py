@@ -1,31 +1,26 @@
 """Real server processes for the benchmark: Triton, the gateway, the naive apps; free ports, polled ready.
 
-Mirrors ``tests/support/procs.py`` (deploy code does not import the test tree). Every process
-started here is stopped by the context manager that started it, also on errors.
+Started through serving/harness.py (as the tests and the soak are). Every process started here is
+stopped by the context manager that started it, also on errors.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from subprocess import Popen
 
+from serving import harness
+from serving.harness import http_ok, stop_process
 from serving.procutil import free_port, poll
-from serving.triton import launcher
 
-ROOT = Path(__file__).resolve().parents[2]
+__all__ = ["free_port", "http_ok", "poll", "stop_process"]  # deploy/soak.py and older callers
 
-
-def http_ok(url: str) -> bool:
-    with urllib.request.urlopen(url, timeout=2) as resp:
-        return resp.status == 200
-
+ROOT = harness.ROOT
 
 PIDS: dict[str, int] = {}  # base URL -> server pid, for CPU accounting
 
@@ -56,20 +51,9 @@ def tree_cpu_s(pid: int) -> float:
     return total
 
 
-def stop_process(proc: subprocess.Popen, timeout: float = 15.0) -> None:
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 @dataclass
 class Triton:
-    proc: subprocess.Popen | None  # None: a server someone else runs
+    proc: Popen | None  # None: a server someone else runs
     grpc_url: str
     http_url: str
     metrics_url: str
@@ -78,23 +62,23 @@ class Triton:
 @contextlib.contextmanager
 def triton(repo: Path, workdir: Path, model_control: str = "none") -> Iterator[Triton]:
     http, grpc, metrics = free_port(), free_port(), free_port()
-    cfg = launcher.TritonConfig(
-        repo, http, grpc, metrics, backend_dir=ROOT / "build" / "triton-backends", model_control=model_control
+    t = harness.start_triton(
+        repo, workdir / f"triton-{grpc}.log", ports=(http, grpc, metrics), model_control=model_control
     )
-    log = workdir / f"triton-{grpc}.log"
-    proc = launcher.start(cfg, log)
     try:
-        try:
-            launcher.wait_ready(cfg, proc, timeout=120)
-        except Exception as exc:
-            raise RuntimeError(
-                f"triton failed to start: {exc}; log tail:\n{log.read_text()[-3000:]}"
-            ) from None
-        yield Triton(
-            proc, f"127.0.0.1:{grpc}", f"http://127.0.0.1:{http}", f"http://127.0.0.1:{metrics}/metrics"
-        )
+        yield Triton(t.proc, t.grpc_url, f"http://{t.http_url}", t.metrics_url)
     finally:
-        launcher.stop(proc)
+        t.stop()
+
+
+@contextlib.contextmanager
+def _registered(server: harness.ServerProcess) -> Iterator[str]:
+    PIDS[server.url] = server.pid
+    try:
+        yield server.url
+    finally:
+        server.stop()
+        PIDS.pop(server.url, None)
 
 
 @contextlib.contextmanager
@@ -110,42 +94,12 @@ def uvicorn_app(
     """``app`` ("module:attr") as its own uvicorn process on a free port; yields its base URL."""
     port = free_port()
     log = workdir / f"{app.split(':')[0].rsplit('.', 1)[-1]}-{port}.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        app,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        "--workers",
-        str(workers),
-        *(extra_args or []),
-    ]
-    if factory:
-        cmd.insert(3, "--factory")
-    with log.open("ab") as out:
-        # Tied to us like Triton (PR_SET_PDEATHSIG): a killed benchmark leaves no server behind.
-        proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env={**os.environ, **(env or {})},
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=launcher._die_with_parent,
-        )
-    url = f"http://127.0.0.1:{port}"
-    PIDS[url] = proc.pid
-    try:
-        poll(lambda: http_ok(url + ready_path), 120, app, proc, log)
+    cmd = harness.uvicorn_command(
+        app, port, factory=factory, extra_args=["--workers", str(workers), *(extra_args or [])]
+    )
+    server = harness.start_server(cmd, port, log, env=env, ready_path=ready_path, timeout=120, what=app)
+    with _registered(server) as url:
         yield url
-    finally:
-        stop_process(proc)
-        PIDS.pop(url, None)
 
 
 @contextlib.contextmanager
@@ -156,14 +110,16 @@ def gateway(
     extra_args: list[str] | None = None,
 ) -> Iterator[str]:
     """The gateway exactly as deployed: ``uvicorn --factory serving.gateway.main:create_app``."""
-    with uvicorn_app(
-        "serving.gateway.main:create_app",
-        workdir,
-        {"GATEWAY_TRITON_GRPC_URL": triton_grpc_url, **(env or {})},
-        ready_path="/readyz",
-        factory=True,
-        extra_args=extra_args,
-    ) as url:
+    port = free_port()
+    server = harness.start_gateway(
+        triton_grpc_url,
+        workdir / f"main-{port}.log",
+        port=port,
+        env=env,
+        timeout=120,
+        extra_args=extra_args or [],
+    )
+    with _registered(server) as url:
         yield url
 
 

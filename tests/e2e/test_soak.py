@@ -47,3 +47,17 @@ def test_short_soak_has_no_errors_and_writes_its_report(
     assert mem["gateway"] > 0 and mem["triton"] > 0 and mem["triton_stubs_total"] > 0  # stubs are measured
     assert (tmp_path / "soak.png").stat().st_size > 10_000
     assert code == 0, report["memory_verdict"]
+
+
+def test_embedded_stack_serves_then_stops_both(model_repository: Path, tmp_path: Path) -> None:
+    """The soak's own stack (serving/harness.py): Triton + ``python -m serving.gateway``, then gone."""
+    import httpx
+    import psutil
+
+    with soak.embedded_stack(model_repository / "cpu", tmp_path) as stack:
+        assert httpx.get(stack.url + "/readyz", timeout=5).status_code == 200
+        pids = [stack.gateway_pid, stack.triton_pid]
+        assert all(pid is not None and psutil.pid_exists(pid) for pid in pids)
+    assert (tmp_path / "soak-triton.log").exists() and (tmp_path / "soak-gateway.log").exists()
+    for pid in pids:
+        assert pid is not None and (not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie")

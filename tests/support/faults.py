@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -17,7 +14,8 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from tests.support.procs import ROOT, GatewayHandle, TritonHandle, free_port, poll, start_triton
+from serving import harness
+from tests.support.procs import GatewayHandle, TritonHandle, poll, start_triton
 
 
 class RestartableTriton:
@@ -61,30 +59,7 @@ def start_gateway_main(
     triton_grpc_url: str, workdir: Path, env: dict[str, str] | None = None
 ) -> GatewayHandle:
     """The gateway through ``python -m serving.gateway`` (settings -> uvicorn, graceful drain)."""
-    port = free_port()
-    log = workdir / f"gateway-{port}.log"
-    full_env = {
-        **os.environ,
-        "GATEWAY_TRITON_GRPC_URL": triton_grpc_url,
-        "GATEWAY_HOST": "127.0.0.1",
-        "GATEWAY_PORT": str(port),
-        **(env or {}),
-    }
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "serving.gateway"],
-            cwd=ROOT,
-            env=full_env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        poll(lambda: httpx.get(url + "/readyz", timeout=2).status_code == 200, 60, "gateway", proc, log)
-    except Exception:
-        GatewayHandle(proc, port, log).stop()
-        raise
-    return GatewayHandle(proc, port, log)
+    return harness.start_gateway(triton_grpc_url, workdir=workdir, env=env, entry="main")
 
 
 def terminate(handle: GatewayHandle) -> None:

@@ -4,13 +4,13 @@ versioned models, and the gateway with its gRPC front door and the admin API on 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from export.repository import validate_repository
-from tests.support import models, procs
+from serving import harness
+from tests.support import models
 
 ADMIN_KEY = "test-admin-key"
 STREAM_MODEL_DIR = Path(__file__).resolve().parent / "triton_models" / "countdown"
@@ -36,45 +36,12 @@ def add_stream_model(repo: Path) -> None:
     validate_repository(repo / "cpu")
 
 
-@dataclass
-class Stack:
-    triton: procs.TritonHandle
-    gateway: procs.GatewayHandle
-    grpc_port: int
-
-    @property
-    def url(self) -> str:
-        return self.gateway.url
-
-    @property
-    def grpc_url(self) -> str:
-        return f"127.0.0.1:{self.grpc_port}"
-
+class Stack(harness.Stack):
     def admin(self, timeout: float = 120.0) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"X-Admin-Key": ADMIN_KEY}, timeout=timeout)
-
-    def stop(self) -> None:
-        self.gateway.stop()
-        self.triton.stop()
 
 
 def start_stack(repo: Path, workdir: Path, env: dict[str, str] | None = None) -> Stack:
     """Triton (explicit mode, every model loaded at start) + the gateway (HTTP, gRPC, admin)."""
-    triton = procs.start_triton(repo / "cpu", workdir, model_control="explicit", load_models=["*"])
-    grpc_port = procs.free_port()
-    try:
-        gateway = procs.start_gateway(
-            triton.grpc_url,
-            workdir,
-            env={
-                "GATEWAY_GRPC_PORT": str(grpc_port),
-                "GATEWAY_ADMIN_KEY": ADMIN_KEY,
-                "GATEWAY_TRITON_HTTP_URL": triton.http_url,
-                "GATEWAY_REQUEST_LOG": "false",
-                **(env or {}),
-            },
-        )
-    except Exception:
-        triton.stop()
-        raise
-    return Stack(triton, gateway, grpc_port)
+    s = harness.start_stack(repo / "cpu", workdir, env=env, admin_key=ADMIN_KEY)
+    return Stack(s.triton, s.gateway, s.grpc_port, s.admin_key)
