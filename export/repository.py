@@ -114,6 +114,12 @@ def build_config(model: RepositoryModel, target: str) -> Any:
     if not native:
         params.setdefault("device", target)
         params.setdefault("intra_op_threads", str(model.cpu_threads))
+    elif "bytes_per_pixel" in params:
+        # Variable-size models on Triton's onnxruntime backend: device allocations are too dear to
+        # give up per call, so keep the arena but size it to requests (not powers of two) and shrink
+        # it back after every run: a large image must not pin its peak for the process's lifetime.
+        params.setdefault("arena_extend_strategy", "1")
+        params.setdefault("memory.enable_memory_arena_shrinkage", "cpu:0;gpu:0")
     for key, value in sorted(params.items()):
         cfg.parameters[key].string_value = str(value)
     return cfg

@@ -17,7 +17,13 @@ from export.onnx_export import OnnxContract, TensorSpec
 from export.repository import RepositoryModel
 from export.tasks import register_exporter
 from export.tasks.super_resolution import UInt8SuperResolver
-from export.tasks.uint8_images import IMAGE_AXES, export_with_parity, float_contract, sample_images
+from export.tasks.uint8_images import (
+    IMAGE_AXES,
+    export_with_parity,
+    float_contract,
+    memory_parameters,
+    sample_images,
+)
 from training.common import Checkpoint
 from training.models.denoiser import receptive_radius
 
@@ -62,6 +68,7 @@ def export_denoiser(ckpt: Checkpoint, workdir: Path, name: str) -> list[Reposito
                 "tile_size": str(SUGGESTED_TILE),
                 "tile_margin": str(receptive_radius(ckpt.config)),
                 "arch": ckpt.arch,
+                **memory_parameters(workdir / "model.onnx", "image", c),
             },
             card={
                 "arch": ckpt.arch,

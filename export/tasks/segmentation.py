@@ -16,7 +16,14 @@ import torch.nn as nn
 from export.onnx_export import OnnxContract, TensorSpec
 from export.repository import RepositoryModel
 from export.tasks import register_exporter
-from export.tasks.uint8_images import IMAGE_AXES, export_with_parity, float_contract, normalise, sample_images
+from export.tasks.uint8_images import (
+    IMAGE_AXES,
+    export_with_parity,
+    float_contract,
+    memory_parameters,
+    normalise,
+    sample_images,
+)
 from training.common import Checkpoint
 
 LOGIT_ATOL = 1e-3  # float32 logits, graph vs eager (observed ~1e-5)
@@ -77,6 +84,7 @@ def export_segmenter(ckpt: Checkpoint, workdir: Path, name: str) -> list[Reposit
                 "multiple_of": str(m),
                 "image_size": str(s),
                 "arch": ckpt.arch,
+                **memory_parameters(workdir / "model.onnx", "image", c),
             },
             card={
                 "arch": ckpt.arch,

@@ -26,6 +26,7 @@ from export.tasks.uint8_images import (
     IMAGE_AXES,
     export_with_parity,
     float_contract,
+    memory_parameters,
     normalise,
     sample_images,
     to_pixels,
@@ -100,6 +101,7 @@ def export_super_resolver(ckpt: Checkpoint, workdir: Path, name: str) -> list[Re
                 "tile_size": str(SUGGESTED_TILE),
                 "tile_margin": str(margin),
                 "arch": ckpt.arch,
+                **memory_parameters(workdir / "model.onnx", "image", c),
             },
             card={
                 "arch": ckpt.arch,

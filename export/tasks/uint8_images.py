@@ -158,3 +158,19 @@ def invariances(meta: dict[str, Any]) -> dict[str, str] | None:
             "decoding and mode conversion (serving.imaging.to_mode, gateway codecs)"
         ),
     }
+
+
+# One Triton call of a variable-size image model may plan at most this much for its activations
+# (the Python-backend runner slices bigger dynamic batches and refuses a single bigger row); the
+# gateway's `max_call_bytes` setting sizes its tile batches under min(setting, this).
+MAX_CALL_BYTES = 512 * 1024 * 1024
+
+
+def memory_parameters(onnx_path: Path, input_name: str, channels: int) -> dict[str, str]:
+    """The memory facts a variable-size image model states in its config (issue 18)."""
+    from export.memory import image_bytes_per_pixel
+
+    return {
+        "bytes_per_pixel": str(image_bytes_per_pixel(onnx_path, input_name, channels)),
+        "max_call_bytes": str(MAX_CALL_BYTES),
+    }

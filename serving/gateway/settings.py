@@ -39,7 +39,15 @@ class Settings(BaseSettings):
     sr_tile_margin: int = Field(
         16, ge=0, description="pixels discarded at each inner tile edge (>= receptive radius)"
     )
-    sr_tiles_per_request: int = Field(8, gt=0, description="tiles stacked into one Triton request")
+    sr_tiles_per_request: int = Field(
+        8, gt=0, description="at most this many tiles stacked into one Triton request"
+    )
+    max_call_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="memory budget of one Triton call of a variable-size image model: tiles per call "
+        "(and the tile size) follow from the model's stated bytes_per_pixel",
+    )
     sr_max_output_pixels: int = Field(
         16_777_216, gt=0, description="413 when the upscaled image would be larger"
     )

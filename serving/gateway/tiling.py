@@ -4,10 +4,16 @@ A large image is cut into equal tiles that overlap by ``2 * margin`` pixels; eve
 pixel is taken from the tile in which it lies furthest from an edge, so each tile's border
 (where zero padding changes the convolution) is discarded. With a margin larger than the
 model's receptive-field radius, the stitched result equals the untiled one.
+
+Memory (issue 18): the model states the planned peak per input pixel (``bytes_per_pixel``, from
+export/memory.py); tiles and tiles per call are sized so one Triton call stays under the gateway's
+``max_call_bytes``, and outputs are pasted into the result as each call returns, so a larger image
+takes more calls, never more memory per call.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -60,14 +66,32 @@ def cut(image: np.ndarray, tiles: list[Tile], th: int, tw: int) -> np.ndarray:
 
 def stitch(outputs: np.ndarray, tiles: list[Tile], h: int, w: int, scale: int) -> np.ndarray:
     """(N, C, th*s, tw*s) tile outputs -> (C, H*s, W*s), each pixel from the tile that owns it."""
-    c = outputs.shape[1]
-    out = np.empty((c, h * scale, w * scale), dtype=outputs.dtype)
+    out = np.empty((outputs.shape[1], h * scale, w * scale), dtype=outputs.dtype)
+    paste(out, outputs, tiles, scale)
+    return out
+
+
+def paste(out: np.ndarray, outputs: np.ndarray, tiles: list[Tile], scale: int) -> None:
+    """Write each tile output's owned region into ``out`` (C, H*s, W*s), batch by batch as they come."""
     for t, o in zip(tiles, outputs, strict=True):
         (y0, y1), (x0, x1) = t.own_y, t.own_x
         out[:, y0 * scale : y1 * scale, x0 * scale : x1 * scale] = o[
             :, (y0 - t.y) * scale : (y1 - t.y) * scale, (x0 - t.x) * scale : (x1 - t.x) * scale
         ]
-    return out
+
+
+def budget_tile(tile: int, bytes_per_pixel: int, budget: int, least: int) -> int:
+    """The largest tile side <= ``tile`` whose single row stays under ``budget`` (never below ``least``)."""
+    if bytes_per_pixel <= 0:
+        return tile
+    return max(least, min(tile, int(math.isqrt(budget // bytes_per_pixel))))
+
+
+def tiles_per_call(th: int, tw: int, bytes_per_pixel: int, budget: int, cap: int) -> int:
+    """How many (th, tw) tiles one Triton call may carry under ``budget`` (1 .. ``cap``)."""
+    if bytes_per_pixel <= 0:
+        return max(1, cap)
+    return max(1, min(cap, budget // (th * tw * bytes_per_pixel)))
 
 
 def chunks(n: int, size: int) -> Iterator[slice]:

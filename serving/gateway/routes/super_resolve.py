@@ -1,7 +1,8 @@
 """POST /v1/super-resolve: an image in, the upscaled PNG out (PSNR-oriented or GAN generator).
 
-Images larger than the tile size run as overlapping tiles (serving/gateway/tiling.py), a few
-tiles per Triton request, so memory stays bounded whatever the upload size.
+Images larger than the tile size run as overlapping tiles (serving/gateway/tiling.py), as many
+tiles per Triton request as the model's memory budget allows, so memory stays bounded whatever the
+upload size.
 """
 
 from __future__ import annotations
@@ -51,34 +52,44 @@ async def pick_model(catalog: ModelCatalog, name: str | None, scale: int, varian
     return matches[0]
 
 
+def call_budget(info: ModelInfo, settings: Settings) -> int:
+    """Bytes one Triton call of ``info`` may plan: the gateway's budget, or the model's if lower."""
+    return min(settings.max_call_bytes, info.param_int("max_call_bytes", 0) or settings.max_call_bytes)
+
+
 async def upscale(
     request: Request, info: ModelInfo, chw: np.ndarray, settings: Settings, tile: int | None = None
 ) -> np.ndarray:
-    """(C, H, W) uint8 -> (C, sH, sW) uint8, tiled when larger than ``tile``."""
+    """(C, H, W) uint8 -> (C, sH, sW) uint8, tiled when larger than ``tile`` or the call budget."""
     scale = info.param_int("scale", 2) or 2
-    tile = tile or settings.sr_tile_size
+    bpp = info.param_int("bytes_per_pixel", 0) or 0
+    budget = call_budget(info, settings)
+    # The model states its receptive-field radius (tile_margin); never discard less than that.
+    margin = max(settings.sr_tile_margin, info.param_int("tile_margin", 0) or 0)
+    least = 2 * margin + 16  # a tile must keep an owned core between its two margins
+    tile = tiling.budget_tile(tile or settings.sr_tile_size, bpp, budget, least)
     in_name, out_name = info.inputs[0].name, info.outputs[0].name
-    _, h, w = chw.shape
+    c, h, w = chw.shape
     if h <= tile and w <= tile:
         result = await infer(request, info, {in_name: chw[None]}, [out_name])
         request.state.model_version = result.model_version or info.version
         return result.outputs[out_name][0]
-    # The model states its receptive-field radius (tile_margin); never discard less than that.
-    margin = max(settings.sr_tile_margin, info.param_int("tile_margin", 0) or 0)
-    tile = max(tile, 2 * margin + 16)  # a tile must keep an owned core between its two margins
+    tile = max(tile, least)
     th, tw, tiles = tiling.plan(h, w, tile, margin)
-    stack = tiling.cut(chw, tiles, th, tw)
-    per_call = max(1, min(settings.sr_tiles_per_request, info.max_batch_size or 1))
+    cap = min(settings.sr_tiles_per_request, info.max_batch_size or 1)
+    per_call = tiling.tiles_per_call(th, tw, bpp, budget, cap)
+    out = np.empty((c, h * scale, w * scale), dtype=np.uint8)
     limit = asyncio.Semaphore(2)  # at most two tile batches in flight per request: bounded memory
 
-    async def run(part: slice) -> np.ndarray:
+    async def run(part: slice) -> None:
         async with limit:
-            res = await infer(request, info, {in_name: np.ascontiguousarray(stack[part])}, [out_name])
+            stack = tiling.cut(chw, tiles[part], th, tw)  # cut per call: no whole-image tile stack
+            res = await infer(request, info, {in_name: stack}, [out_name])
             request.state.model_version = res.model_version or info.version
-            return res.outputs[out_name]
+            tiling.paste(out, res.outputs[out_name], tiles[part], scale)
 
-    outs = await asyncio.gather(*(run(s) for s in tiling.chunks(len(tiles), per_call)))
-    return tiling.stitch(np.concatenate(outs), tiles, h, w, scale)
+    await asyncio.gather(*(run(s) for s in tiling.chunks(len(tiles), per_call)))
+    return out
 
 
 @router.post(
