@@ -57,6 +57,9 @@ EXPECTED: dict[str, Callable[[Any, torch.Tensor], Shape]] = {
     "dcgan_discriminator": lambda cfg, x: (x.shape[0],),
     "lstm_lm": lambda cfg, x: (*x.shape, cfg.vocab_size),
     "gpt": lambda cfg, x: (*x.shape, cfg.vocab_size),
+    # seq2seq models take (src, tgt_in) and score every target position
+    "seq2seq_attn": lambda cfg, x: (*x[1].shape, cfg.tgt_vocab),
+    "transformer_seq2seq": lambda cfg, x: (*x[1].shape, cfg.tgt_vocab),
 }
 # Non-default configurations worth the same checks (a different code path each).
 EXTRA_CONFIGS: list[tuple[str, dict[str, Any]]] = [
@@ -94,6 +97,11 @@ def example_for(name: str, cfg: Any) -> torch.Tensor:
     )
 
 
+def run(model: torch.nn.Module, x: Any) -> Any:
+    """A tuple example is several positional inputs (seq2seq: src, tgt_in)."""
+    return model(*x) if isinstance(x, tuple) else model(x)
+
+
 def outputs_of(y: Any) -> list[torch.Tensor]:
     ys = list(y) if isinstance(y, (tuple, list)) else [y]
     return [t for t in ys if isinstance(t, torch.Tensor) and t.is_floating_point()]
@@ -111,7 +119,7 @@ def test_forward_shape_finite_and_gradients(name: str, overrides: dict[str, Any]
         )
 
     model.train()
-    ys = outputs_of(model(x))
+    ys = outputs_of(run(model, x))
     assert ys, f"{name}: forward returned no floating-point tensor"
     assert tuple(ys[0].shape) == EXPECTED[name](cfg, x)
     assert all(torch.isfinite(y).all() for y in ys)
@@ -127,7 +135,7 @@ def test_forward_shape_finite_and_gradients(name: str, overrides: dict[str, Any]
 
     model.eval()
     with torch.no_grad():
-        a, b = outputs_of(model(x))[0], outputs_of(model(x))[0]
+        a, b = outputs_of(run(model, x))[0], outputs_of(run(model, x))[0]
     assert torch.isfinite(a).all()
     assert torch.equal(a, b), f"{name}: eval mode is not deterministic"
 

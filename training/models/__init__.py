@@ -32,6 +32,8 @@ _MODULES = (
     "xception",
     "inception",
     "inception_resnet",
+    "seq2seq_attn",
+    "transformer_seq2seq",
 )
 
 
