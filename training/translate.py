@@ -2,7 +2,8 @@
 spelled-out numbers -> digits.
 
     python -m training.translate --arch seq2seq_attn --profile quick --out build/artifacts/seq2seq
-    python -m training.translate --arch transformer_seq2seq --profile quick --out build/artifacts/transformer \
+    python -m training.translate --arch transformer_seq2seq --profile quick \
+        --out build/artifacts/transformer \
         --compare-with build/artifacts/seq2seq
 
 Pass ``--threads 1`` on a machine whose cores other processes share (see training/generate.py).
@@ -156,7 +157,7 @@ def greedy(model: nn.Module, src: torch.Tensor) -> list[Translation]:
 
 
 def translate(model: nn.Module, text: str) -> Translation:
-    """One text, as a request sends it (normalised first; ``ValueError`` for characters outside the vocabulary)."""
+    """One text, as a request sends it (normalised first; ``ValueError`` outside the vocabulary)."""
     return greedy(model, encode_sources([numbers.normalize(text)]))[0]
 
 
