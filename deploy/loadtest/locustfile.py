@@ -21,7 +21,7 @@ from typing import Any
 from locust import between, events, task
 from locust.contrib.fasthttp import FastHttpUser
 
-from deploy.loadtest.targets import IMAGE_ROUTES, ROUTES, SSECounter, build_request
+from deploy.loadtest.targets import ROUTES, STREAM_ROUTES, SSECounter, build_request
 
 SELECTED = [r.strip() for r in os.environ.get("LOADTEST_ROUTES", "classify").split(",") if r.strip()]
 MODEL = os.environ.get("LOADTEST_MODEL") or None
@@ -39,7 +39,7 @@ class GatewayUser(FastHttpUser):
         float(os.environ.get("LOADTEST_WAIT_MIN", "0")), float(os.environ.get("LOADTEST_WAIT_MAX", "0"))
     )
 
-    def _image(self, route: str) -> None:
+    def _plain(self, route: str) -> None:
         spec = SPECS[route]
         with self.client.post(
             spec.path, data=spec.body, headers=spec.headers, name=route, catch_response=True
@@ -47,12 +47,12 @@ class GatewayUser(FastHttpUser):
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}")
 
-    def _generate(self) -> None:
-        spec = SPECS["generate"]
+    def _stream(self, route: str) -> None:
+        spec = SPECS[route]
         start = time.perf_counter()
         counter = SSECounter()
         with self.client.post(
-            spec.path, data=spec.body, headers=spec.headers, name="generate", stream=True, catch_response=True
+            spec.path, data=spec.body, headers=spec.headers, name=route, stream=True, catch_response=True
         ) as resp:
             if resp.status_code != 200:
                 resp.failure(f"HTTP {resp.status_code}")
@@ -71,7 +71,7 @@ class GatewayUser(FastHttpUser):
         if counter.first_token_at is not None:  # TTFT as its own row in Locust's statistics
             events.request.fire(
                 request_type="SSE",
-                name="generate: time to first token",
+                name=f"{route}: time to first token",
                 response_time=1e3 * (counter.first_token_at - start),
                 response_length=0,
                 exception=None,
@@ -81,10 +81,10 @@ class GatewayUser(FastHttpUser):
     @task
     def one_request(self) -> None:
         route = SELECTED[int(time.perf_counter_ns()) % len(SELECTED)]
-        if route in IMAGE_ROUTES:
-            self._image(route)
+        if route in STREAM_ROUTES:
+            self._stream(route)
         else:
-            self._generate()
+            self._plain(route)
 
 
 def _check_host(environment: Any, **_: Any) -> None:

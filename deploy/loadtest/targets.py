@@ -27,11 +27,21 @@ ROUTES: dict[str, str] = {
     "segment": "/v1/segment",
     "super-resolve": "/v1/super-resolve",
     "anomaly": "/v1/anomaly",
+    "denoise": "/v1/denoise",
     "generate": "/v1/generate",
+    "chat": "/v1/chat/completions",
+    "sample": "/v1/sample",
 }
-IMAGE_ROUTES = ("classify", "segment", "super-resolve", "anomaly")
+IMAGE_ROUTES = ("classify", "segment", "super-resolve", "anomaly", "denoise")
+STREAM_ROUTES = ("generate", "chat")  # answered as Server-Sent Events, counted in tokens
 # Default synthetic inputs per route: (side, channels). Any image works; these match the served models.
-DEFAULT_IMAGE = {"classify": (32, 1), "segment": (64, 3), "super-resolve": (32, 3), "anomaly": (32, 1)}
+DEFAULT_IMAGE = {
+    "classify": (32, 1),
+    "segment": (64, 3),
+    "super-resolve": (32, 3),
+    "anomaly": (32, 1),
+    "denoise": (64, 3),
+}
 CLIENTS = ("raw", "aiohttp", "httpx")
 
 
@@ -112,6 +122,32 @@ def generate_request(
     )
 
 
+def chat_request(prompt: str = "ROMEO:\n", max_tokens: int = 64, model: str | None = None) -> RequestSpec:
+    """A streamed OpenAI chat completion with usage in the last chunk (the count the SSE counter trusts)."""
+    payload: dict[str, Any] = {
+        "model": model or "gpt",
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    return RequestSpec(
+        "chat",
+        ROUTES["chat"],
+        json.dumps(payload).encode(),
+        {"Content-Type": "application/json", "Accept": "text/event-stream"},
+        stream=True,
+    )
+
+
+def sample_request(n: int = 8, model: str | None = None) -> RequestSpec:
+    """GAN samples as one PNG grid; no seed, so every request draws new latents as users' would."""
+    payload: dict[str, Any] = {"n": n, **({"model": model} if model else {})}
+    return RequestSpec(
+        "sample", ROUTES["sample"], json.dumps(payload).encode(), {"Content-Type": "application/json"}
+    )
+
+
 def build_request(
     route: str,
     image_path: Path | None = None,
@@ -121,6 +157,10 @@ def build_request(
 ) -> RequestSpec:
     if route == "generate":
         return generate_request(prompt, max_new_tokens, model)
+    if route == "chat":
+        return chat_request(prompt, max_new_tokens, model)
+    if route == "sample":
+        return sample_request(model=model)
     return image_request(route, image_path.read_bytes() if image_path else None, model)
 
 
@@ -131,8 +171,9 @@ _COUNT_KEYS = ("generated_tokens", "completion_tokens", "tokens_generated", "num
 
 @dataclass
 class SSECounter:
-    """Counts tokens in a /v1/generate event stream, whatever the exact event shape.
+    """Counts tokens in a /v1/generate or chat-completions event stream, whatever the exact event shape.
 
+    An OpenAI chunk counts the characters of ``choices[0].delta.content``; its last ``usage``, the total.
     A ``data:`` event with JSON ``token_ids`` counts their number; one with ``text``/``token``/
     ``delta`` counts its characters (the served models are character-level). A final event that
     states a total (``generated_tokens``, ``usage.completion_tokens``, ...) overrides the count.
@@ -168,6 +209,10 @@ class SSECounter:
             self.error = str(obj.get("error") or obj)
             return
         n = 0
+        choices = obj.get("choices")
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):  # an OpenAI chat chunk
+            delta = choices[0].get("delta")
+            obj = {**obj, "text": delta.get("content") or ""} if isinstance(delta, dict) else obj
         if isinstance(obj.get("token_ids"), list):
             n = len(obj["token_ids"])
         else:

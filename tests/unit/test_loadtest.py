@@ -203,3 +203,37 @@ async def test_raw_client_against_a_real_server() -> None:
         server.close()
     assert len(run.statuses) == 20 and seen == [b"abc"] * 20
     assert set(run.statuses) == {"200", "422"} and int(run.ok.sum()) == 20 - run.statuses.count("422")
+
+
+def test_sse_counter_reads_openai_chat_chunks() -> None:
+    c = SSECounter()
+    for line in [
+        'data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}',
+        "",
+        'data: {"choices":[{"index":0,"delta":{"content":"Who "}}]}',
+        "",
+        'data: {"choices":[{"index":0,"delta":{"content":"is"},"finish_reason":"length"}]}',
+        "",
+        'data: {"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":6,"total_tokens":15}}',
+        "",
+        "data: [DONE]",
+    ]:
+        c.feed_line(line)
+    assert c.tokens == 6 and c.total == 6 and c.error is None and c.first_token_at is not None
+
+
+def test_build_request_for_every_route() -> None:
+    import json
+
+    from deploy.loadtest.targets import IMAGE_ROUTES, ROUTES, STREAM_ROUTES
+
+    for route in ROUTES:
+        spec = build_request(route)
+        assert spec.path.startswith(ROUTES[route]) and spec.body
+        assert spec.stream == (route in STREAM_ROUTES)
+        if route in IMAGE_ROUTES:
+            assert spec.headers["Content-Type"].startswith("multipart/form-data")
+        else:
+            assert spec.headers["Content-Type"] == "application/json" and json.loads(spec.body)
+    chat = json.loads(build_request("chat", max_new_tokens=5).body)
+    assert chat["max_tokens"] == 5 and chat["stream_options"] == {"include_usage": True}
