@@ -6,6 +6,8 @@
 #   dockerd   (package `docker.io`): the containers tier (tests/containers) builds and runs the
 #             compose stack; nothing starts a daemon on these machines, so this script does (below).
 #   debootstrap: `make images` makes the local Debian base image where no registry can be pulled.
+#   chromium: tests/e2e/test_playground.py drives it headless through Playwright (PyPI); the
+#             browser comes from Debian because `playwright install` downloads one.
 # Docker Compose, hadolint and kubernetes-validate come from PyPI with the dev extra, not from here.
 # Add a tool: one `need COMMAND PACKAGE` line below.
 set -euo pipefail
@@ -18,6 +20,7 @@ need() {    # need COMMAND PACKAGE: install PACKAGE when COMMAND is not on PATH
 need promtool prometheus
 need dockerd docker.io
 need debootstrap debootstrap
+need chromium chromium
 
 if [ "${#missing[@]}" -gt 0 ]; then
   SUDO=""
@@ -45,6 +48,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 command -v promtool >/dev/null 2>&1 || { echo "system-deps: promtool still missing" >&2; exit 1; }
+command -v chromium >/dev/null 2>&1 || { echo "system-deps: chromium still missing" >&2; exit 1; }
 
 # A Docker daemon: start one in the background when none answers (as root; there is no systemd).
 # Its log goes to build/dockerd.log. Readiness is polled, not slept for. No daemon is no failure

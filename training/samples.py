@@ -5,11 +5,19 @@
 digits (classify, anomaly), generated scenes (segment), a held-out photo downscaled (super-resolve)
 and with noise added (denoise),
 and an anomaly (random shapes) — none of them was trained on.
+
+    python -m training.samples --playground serving/gateway/static/playground/samples.js
+
+writes a few of the same held-out inputs as a JavaScript module of PNG data URLs: the playground's
+example inputs (the gateway has no training data and no torch, so they ship with the page).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +28,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=Path("build/samples"))
     p.add_argument("--count", type=int, default=5, help="images per kind")
+    p.add_argument("--playground", type=Path, help="write the playground's samples.js here instead")
     args = p.parse_args(argv)
+    if args.playground:
+        args.playground.write_text(playground_module())
+        print(args.playground, flush=True)
+        return 0
     from training.data.anomaly import raw_anomalies
     from training.data.digits import raw_digit_images, split_indices
     from training.data.photos import held_out_images
@@ -56,6 +69,52 @@ def main(argv: list[str] | None = None) -> int:
     for path in written:
         print(path, flush=True)
     return 0
+
+
+def _data_url(arr: np.ndarray, side: int | None = None) -> str:
+    img = Image.fromarray(arr)
+    if side:  # 8x8 digits: a nearest upscale, as the curl samples are
+        img = img.resize((side, side), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=True)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def playground_samples(count: int = 4) -> dict[str, list[dict[str, str]]]:
+    """Held-out inputs per kind, ``{"digits": [{"name", "url"}], ...}``; small enough to ship."""
+    from training.data.anomaly import raw_anomalies
+    from training.data.digits import raw_digit_images, split_indices
+    from training.data.photos import held_out_images
+    from training.data.shapes import make_scenes
+    from training.denoise import EVAL_SEED, add_noise
+
+    raw, labels = raw_digit_images()
+    _, _, test = split_indices(labels)
+    digits = [{"name": f"digit {labels[i]}", "url": _data_url(raw[i], 64)} for i in test[:count]]
+    scenes = make_scenes(3, 96, split="test").images  # noisy textures: ~20 kB each as PNG
+    photos = held_out_images(4, max_side=128)
+    noisy = add_noise(photos[1].hr[16:112, 16:112], 25.0, np.random.default_rng(EVAL_SEED))
+    anomalies, kinds = raw_anomalies(count)
+    return {
+        "digits": digits,
+        "scenes": [
+            {"name": f"scene {i}", "url": _data_url(im.transpose(1, 2, 0))} for i, im in enumerate(scenes)
+        ],
+        "photos": [{"name": f"{p.name} (low-res)", "url": _data_url(p.lr)} for p in photos],
+        "noisy": [{"name": f"{photos[1].name} + noise (sigma 25)", "url": _data_url(noisy)}],
+        "anomalies": [
+            *digits[:1],
+            *(
+                {"name": f"anomaly: {k}", "url": _data_url(a, 64)}
+                for a, k in zip(anomalies, kinds, strict=True)
+            ),
+        ],
+    }
+
+
+def playground_module() -> str:
+    head = "// Held-out inputs, never trained on. Written by: python -m training.samples --playground FILE\n"
+    return head + "export const samples = " + json.dumps(playground_samples(), indent=1) + ";\n"
 
 
 if __name__ == "__main__":

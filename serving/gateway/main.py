@@ -29,6 +29,7 @@ from serving.gateway.routes import (
     health,
     kserve_http,
     models,
+    playground,
     sample,
     segment,
     super_resolve,
@@ -54,6 +55,7 @@ ROUTERS = [
 
 # KServe v2 front door for existing Triton clients; the operators' API (left out of the public doc).
 ROUTERS += [kserve_http.router, admin.router]
+ROUTERS += [playground.router]  # GET /playground: the try-it page (static files, left out of the doc)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -106,6 +106,7 @@ class ModelInfo:
         return {
             "name": self.name,
             "version": self.version,
+            "versions": list(self.versions or (self.version,)),  # READY ones, oldest first
             "task": self.task,
             "decoupled": self.decoupled,
             "max_batch_size": self.max_batch_size,

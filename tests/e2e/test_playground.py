@@ -1,0 +1,178 @@
+"""The playground (GET /playground) in a real browser: Playwright drives Debian's chromium, headless,
+against the session's real gateway and Triton.
+
+One browser for the module, one page load per panel. Every page fails its test on a console error
+or an uncaught exception, and on any request for another host (all requests are intercepted; only
+the gateway's origin goes through). Screenshots go to build/playground/ (three are in the README).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.support.procs import ROOT, GatewayHandle
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SHOTS = ROOT / "build" / "playground"
+TIMEOUT_MS = 30_000  # a loaded 2-core box: Triton on CPU can be slow to answer, never this slow
+
+
+@pytest.fixture(scope="module")
+def context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """One headless chromium for the module, with a fresh profile (user-data-dir)."""
+    if not Path(CHROMIUM).exists():
+        msg = f"{CHROMIUM} is missing: `make system-deps` installs Debian's chromium (as root)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        ctx = pw.chromium.launch_persistent_context(
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=ARGS,
+            viewport={"width": 1100, "height": 900},
+        )
+        ctx.set_default_timeout(TIMEOUT_MS)
+        yield ctx
+        ctx.close()
+
+
+class Page:
+    """A loaded playground page plus what it did: console errors, page errors, foreign requests."""
+
+    def __init__(self, context: object, gateway: GatewayHandle, fragment: str = "") -> None:
+        self.gateway = gateway
+        self.origin = urlsplit(gateway.url).netloc
+        self.errors: list[str] = []
+        self.foreign: list[str] = []
+        self.page = context.new_page()  # type: ignore[attr-defined]
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
+        self.page.route("**/*", self._route)
+        self.page.goto(f"{gateway.url}/playground{fragment}")
+        self.page.wait_for_selector("body[data-ready=true]")
+
+    def _route(self, route: object, request: object) -> None:
+        url = urlsplit(request.url)  # type: ignore[attr-defined]
+        if url.scheme in ("data", "blob") or url.netloc == self.origin:
+            route.continue_()  # type: ignore[attr-defined]
+        else:
+            self.foreign.append(request.url)  # type: ignore[attr-defined]
+            route.abort()  # type: ignore[attr-defined]
+
+    def panel(self, task: str) -> object:
+        return self.page.locator(f"section[data-task={task}]")
+
+    def shot(self, name: str, task: str | None = None) -> None:
+        target = self.panel(task) if task else self.page
+        target.screenshot(path=str(SHOTS / f"{name}.png"))  # type: ignore[attr-defined]
+
+    def close(self, allowed_errors: tuple[str, ...] = ()) -> None:
+        errors = [e for e in self.errors if not any(a in e for a in allowed_errors)]
+        self.page.close()
+        assert not self.foreign, f"requests for another host: {self.foreign}"
+        assert not errors, f"console errors: {errors}"
+
+
+@pytest.fixture
+def open_page(context: object, gateway: GatewayHandle) -> Iterator[object]:
+    pages: list[Page] = []
+
+    def opener(fragment: str = "") -> Page:
+        pages.append(Page(context, gateway, fragment))
+        return pages[-1]
+
+    yield opener
+    for p in pages:
+        if not p.page.is_closed():
+            p.close()
+
+
+def canvas_png(panel: object) -> bytes:
+    url = panel.locator("canvas[data-role=canvas]").evaluate("c => c.toDataURL('image/png')")  # type: ignore[attr-defined]
+    return base64.b64decode(url.split(",", 1)[1])
+
+
+def test_page_is_served_without_foreign_hosts(gateway: GatewayHandle) -> None:
+    r = httpx.get(f"{gateway.url}/playground")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    assert httpx.get(f"{gateway.url}/playground/app.js").headers["content-type"].startswith("text/javascript")
+    assert httpx.get(f"{gateway.url}/playground/../main.py").status_code == 404
+    assert httpx.get(f"{gateway.url}/playground/nope.js").status_code == 404
+
+
+def test_classify_a_drawn_seven(open_page, gateway: GatewayHandle) -> None:  # noqa: ANN001
+    from playwright.sync_api import expect
+
+    p = open_page("#panel-classification")
+    panel = p.panel("classification")
+    canvas = panel.locator("canvas[data-role=canvas]")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    assert box is not None
+    # A 7 with the mouse: the top bar, then the diagonal down to the left (pointer events).
+    x0, y0, w, h = box["x"], box["y"], box["width"], box["height"]
+    p.page.mouse.move(x0 + 0.25 * w, y0 + 0.22 * h)
+    p.page.mouse.down()
+    for fx, fy in ((0.5, 0.22), (0.75, 0.22), (0.6, 0.52), (0.45, 0.82)):
+        p.page.mouse.move(x0 + fx * w, y0 + fy * h, steps=6)
+    p.page.mouse.up()
+    top = panel.locator("[data-role=top]")
+    expect(top).to_have_count(1)
+    # The page shows the API's own answer for the very PNG the canvas holds.
+    api = httpx.post(
+        f"{gateway.url}/v1/classify",
+        files={"file": ("drawing.png", canvas_png(panel), "image/png")},
+        params={"top_k": 5},
+    ).json()
+    expect(top).to_have_text(api["predictions"][0]["label"])
+    expect(panel.locator("[data-role=bars] li")).to_have_count(5)
+    meta = panel.locator("[data-role=meta]")
+    expect(meta).to_contain_text("model classifier")
+    expect(meta).to_contain_text("version 1")
+    expect(meta).to_contain_text("request id ")
+    p.shot("classify", "classification")
+    p.close()
+
+
+def test_bad_inputs_show_the_api_message(open_page, tmp_path: Path) -> None:  # noqa: ANN001
+    from playwright.sync_api import expect
+
+    p = open_page("#panel-classification")
+    panel = p.panel("classification")
+    error = panel.locator("[data-role=error]")
+    not_image = tmp_path / "notes.txt"
+    not_image.write_text("this is not an image\n")
+    panel.locator("input[data-role=file]").set_input_files(str(not_image))
+    expect(error).to_contain_text("415")
+    expect(error).to_contain_text("not a PNG, JPEG")
+    panel.locator("[data-action=clear]").click()
+    panel.locator("[data-action=classify]").click()  # an empty canvas is an empty upload
+    expect(error).to_contain_text("422")
+    expect(error).to_contain_text("empty")
+    # the browser logs each 4xx answer as a failed resource load; nothing else may appear
+    p.close(allowed_errors=("status of 415", "status of 422"))
