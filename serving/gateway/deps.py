@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from starlette.requests import HTTPConnection, Request
 
-from serving.gateway import errors, versions
+from serving.gateway import context, versions
 from serving.gateway.coalesce import Coalescer
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.triton import InferResult, ModelCatalog, ModelInfo, TritonClient
@@ -28,19 +26,13 @@ async def get_metrics(conn: HTTPConnection) -> GatewayMetrics:
 
 def request_id(conn: HTTPConnection) -> str:
     """The request id the guard middleware settled on (the client's X-Request-ID or a new one)."""
-    return conn.scope.get("state", {}).get("request_id") or conn.headers.get("x-request-id", "")
+    return context.of(conn).request_id
 
 
 def time_left(conn: HTTPConnection) -> float:
     """Seconds to the request's deadline (X-Request-Timeout, capped; else triton_timeout_s): the gRPC
     timeout for Triton. 504 once it has passed, so no call is started that cannot finish."""
-    deadline = conn.scope.get("state", {}).get("deadline")
-    if deadline is None:
-        return conn.app.state.settings.triton_timeout_s
-    left = deadline - time.monotonic()
-    if left <= 0:
-        raise errors.APIError(504, "deadline_exceeded", "the request's deadline passed before inference")
-    return left
+    return context.of(conn).time_left(conn.app.state.settings.triton_timeout_s)
 
 
 async def infer(
@@ -53,9 +45,10 @@ async def infer(
     """One Triton call, labelled for metrics and tagged with the request id.
 
     The version is ``version``, else ``?version=``, else the model's traffic split
-    (``versions.for_request``); the one that served goes out as ``X-Model-Version``.
+    (``versions.for_request``); the one that served goes out as ``X-Model-Version`` (Triton names
+    it; else the one asked for; else the catalogue's newest).
     """
-    request.state.model = model.name
+    context.of(request).model = model.name
     version = version or versions.for_request(request, model)
     state = request.app.state
     client: TritonClient = state.triton
@@ -63,13 +56,10 @@ async def infer(
     settings = state.settings
 
     async def call(feeds: dict[str, np.ndarray], timeout: float, rid: str) -> InferResult:
-        start = time.perf_counter()
-        try:
+        with metrics.triton_call(model.name):
             return await client.infer(
                 model.name, feeds, outputs, version=version, timeout=timeout, request_id=rid
             )
-        finally:
-            metrics.triton.labels(model.name).observe(time.perf_counter() - start)
 
     coalescer: Coalescer | None = getattr(state, "coalescer", None)
     if coalescer is None or not settings.coalesce or model.max_batch_size <= 0 or model.decoupled:
@@ -84,5 +74,5 @@ async def infer(
             timeout=time_left(request),
             request_id=request_id(request),
         )
-    versions.served(request, model.name, result.model_version or version)
+    versions.served(request, model.name, result.model_version or version or model.version)
     return result

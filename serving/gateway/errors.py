@@ -6,7 +6,8 @@ Two doors speak another protocol's shape, the one its clients parse: the OpenAI 
 422: Triton answers 400 for a request it cannot use), see :func:`kserve_error`.
 
 4xx means the caller can fix the request; 5xx means a bug or an upstream fault; Triton being
-unreachable is a 503 with Retry-After so clients and load balancers back off.
+unreachable is a 503 with Retry-After so clients and load balancers back off. An unhandled
+exception is answered (500, with the request id) by the guard middleware, in the door's form.
 """
 
 from __future__ import annotations
@@ -159,11 +160,4 @@ def install_error_handlers(app: FastAPI) -> None:
             error_body(code, str(exc.detail)),
             status_code=exc.status_code,
             headers=getattr(exc, "headers", None),
-        )
-
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(
-            error_body("internal_error", f"unexpected {type(exc).__name__}; see gateway logs"),
-            status_code=500,
         )

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -34,7 +33,7 @@ from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from serving.gateway import errors, kserve, validation
 from serving.gateway.guard import Guard, extract_key
-from serving.gateway.metrics import GatewayMetrics
+from serving.gateway.metrics import GatewayMetrics, Outcome
 from serving.gateway.settings import Settings
 from serving.gateway.triton import TritonClient, map_rpc_error
 from serving.gateway.versions import VersionRouter
@@ -112,6 +111,25 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
             context.set_trailing_metadata((("retry-after", retry),))
         await context.abort(grpc_code(exc.status), exc.message)
 
+    @contextlib.asynccontextmanager
+    async def _served(
+        self, context: grpc.aio.ServicerContext, method: str, model: str = ""
+    ) -> AsyncIterator[Outcome]:
+        """Metrics and error mapping around one call, unary or stream (the same helper as HTTP's)."""
+        with self.metrics.request(f"grpc:{method}", 200) as outcome:
+            outcome.model = model
+            try:
+                yield outcome
+            except errors.APIError as exc:
+                outcome.status = exc.status
+                await self._abort(context, exc)
+            except grpc.aio.AioRpcError as exc:  # Triton's answer: same code and message to our client
+                outcome.status = map_rpc_error(exc, outcome.model).status
+                await context.abort(exc.code(), exc.details() or "")
+            except asyncio.CancelledError:
+                outcome.status = 499
+                raise
+
     async def _guarded(
         self,
         context: grpc.aio.ServicerContext,
@@ -120,29 +138,11 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
         call: Callable[[Metadata], Awaitable[Any]],
     ) -> Any:
         """Auth, admission, metrics and error mapping around one unary call."""
-        route = f"grpc:{method}"
-        start = time.perf_counter()
-        status = 200
-        gauge = self.metrics.in_flight.labels(route)
-        gauge.inc()
-        try:
+        async with self._served(context, method, model) as outcome:
             metadata = tuple(context.invocation_metadata() or ())
-            await self.guard.authorize(extract_key(metadata), route, _peer_host(context.peer()))
+            await self.guard.authorize(extract_key(metadata), outcome.route, _peer_host(context.peer()))
             async with self.guard.admission():
                 return await call(metadata)
-        except errors.APIError as exc:
-            status = exc.status
-            await self._abort(context, exc)
-        except grpc.aio.AioRpcError as exc:  # Triton's answer: same code and message to our client
-            status = map_rpc_error(exc, model).status
-            await context.abort(exc.code(), exc.details() or "")
-        except asyncio.CancelledError:
-            status = 499
-            raise
-        finally:
-            gauge.dec()
-            self.metrics.requests.labels(route, model, str(status)).inc()
-            self.metrics.latency.labels(route, model).observe(time.perf_counter() - start)
 
     def _check_inputs(self, req: pb.ModelInferRequest) -> None:
         """The shared tensor validators (element limit, byte sizes, NaN/inf) on raw inputs."""
@@ -243,11 +243,8 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
         async def call(metadata: Metadata) -> pb.ModelInferResponse:
             self._check_inputs(request)
             self._route_version(request, metadata)
-            start = time.perf_counter()
-            try:
+            with self.metrics.triton_call(name):
                 resp = await self.triton.stub.ModelInfer(request, timeout=self._timeout(context))
-            finally:
-                self.metrics.triton.labels(name).observe(time.perf_counter() - start)
             context.set_trailing_metadata((("x-model-version", resp.model_version),))
             return resp
 
@@ -263,79 +260,63 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
         response on the stream, as Triton does, and the stream goes on.
         """
         route = "grpc:ModelStreamInfer"
-        start = time.perf_counter()
-        status, model = 200, ""
-        gauge = self.metrics.in_flight.labels(route)
-        gauge.inc()
         metadata = tuple(context.invocation_metadata() or ())
         key, client = extract_key(metadata), _peer_host(context.peer())
         out: asyncio.Queue[Any] = asyncio.Queue()
         pump: asyncio.Task[None] | None = None
         call = None
-        try:
-            principal = await self.guard.authorize(key, route, client)
-            async with self.guard.admission():
+        async with self._served(context, "ModelStreamInfer") as outcome:
+            try:
+                principal = await self.guard.authorize(key, route, client)
+                async with self.guard.admission():
 
-                async def upstream() -> AsyncIterator[pb.ModelInferRequest]:
-                    nonlocal model
-                    first = True
-                    async for req in request_iterator:
-                        model = model or req.model_name
-                        try:
-                            if not first and principal.limits:
-                                await self.guard.authorize(key, route, client)
-                            self._check_inputs(req)
-                            self._route_version(req, metadata)
-                        except errors.APIError as exc:
-                            out.put_nowait(
-                                pb.ModelStreamInferResponse(
-                                    error_message=f"[{exc.code}] {exc.message}",
-                                    infer_response=pb.ModelInferResponse(
-                                        model_name=req.model_name, id=req.id
-                                    ),
+                    async def upstream() -> AsyncIterator[pb.ModelInferRequest]:
+                        first = True
+                        async for req in request_iterator:
+                            outcome.model = outcome.model or req.model_name
+                            try:
+                                if not first and principal.limits:
+                                    await self.guard.authorize(key, route, client)
+                                self._check_inputs(req)
+                                self._route_version(req, metadata)
+                            except errors.APIError as exc:
+                                out.put_nowait(
+                                    pb.ModelStreamInferResponse(
+                                        error_message=f"[{exc.code}] {exc.message}",
+                                        infer_response=pb.ModelInferResponse(
+                                            model_name=req.model_name, id=req.id
+                                        ),
+                                    )
                                 )
-                            )
-                            continue
-                        finally:
-                            first = False
-                        yield req
+                                continue
+                            finally:
+                                first = False
+                            yield req
 
-                left = context.time_remaining()
-                call = self.triton.stub.ModelStreamInfer(upstream(), timeout=left)
+                    left = context.time_remaining()
+                    call = self.triton.stub.ModelStreamInfer(upstream(), timeout=left)
 
-                async def forward() -> None:
-                    try:
-                        async for resp in call:
-                            out.put_nowait(resp)
-                        out.put_nowait(_END)
-                    except BaseException as exc:  # handed to the response loop, which re-raises it
-                        out.put_nowait(exc)
+                    async def forward() -> None:
+                        try:
+                            async for resp in call:
+                                out.put_nowait(resp)
+                            out.put_nowait(_END)
+                        except BaseException as exc:  # handed to the response loop, which re-raises it
+                            out.put_nowait(exc)
 
-                pump = asyncio.create_task(forward())
-                while True:
-                    item = await out.get()
-                    if item is _END:
-                        break
-                    if isinstance(item, BaseException):
-                        raise item
-                    yield item
-        except errors.APIError as exc:
-            status = exc.status
-            await self._abort(context, exc)
-        except grpc.aio.AioRpcError as exc:
-            status = map_rpc_error(exc, model).status
-            await context.abort(exc.code(), exc.details() or "")
-        except asyncio.CancelledError:
-            status = 499
-            raise
-        finally:
-            if pump is not None and not pump.done():
-                pump.cancel()
-            if call is not None:
-                call.cancel()
-            gauge.dec()
-            self.metrics.requests.labels(route, model, str(status)).inc()
-            self.metrics.latency.labels(route, model).observe(time.perf_counter() - start)
+                    pump = asyncio.create_task(forward())
+                    while True:
+                        item = await out.get()
+                        if item is _END:
+                            break
+                        if isinstance(item, BaseException):
+                            raise item
+                        yield item
+            finally:
+                if pump is not None and not pump.done():
+                    pump.cancel()
+                if call is not None:
+                    call.cancel()
 
     # -- not through the gateway ---------------------------------------------------------------
 

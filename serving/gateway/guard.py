@@ -1,59 +1,43 @@
-"""Admission control for every request: request id, deadline, API keys, rate limits, load shedding.
+"""The guard: one pure-ASGI layer that every HTTP request passes, and the rules both doors apply.
 
-:class:`GuardMiddleware` is one pure-ASGI layer (no BaseHTTPMiddleware: that costs a task and a
-queue per request and buffers streaming bodies). Per request, in order:
+:class:`Guard` is authentication (auth.py) plus admission (admission.py), shared by this
+middleware and the gRPC front door (:meth:`Guard.authorize`, :meth:`Guard.admission`).
 
-1. **Request id**: ``X-Request-ID`` if it is sane (<= 128 of ``[A-Za-z0-9._:-]``), else a new
-   uuid4; returned on every response, bound into the log context, sent to Triton as the
-   request id (``deps.infer``).
-2. **Deadline**: ``X-Request-Timeout`` (seconds, >= 0.1; larger than ``max_request_timeout_s`` is
-   capped), default ``triton_timeout_s``; stored as ``state["deadline"]`` (monotonic) and passed
-   to Triton as the gRPC deadline.
-3. **API key** (when keys are configured): ``Authorization: Bearer <key>`` or ``X-API-Key``;
-   compared in constant time (``hmac.compare_digest`` of SHA-256 digests against *every* key).
-4. **Rate limit** per key (per client address without keys): the ``limits`` library's moving
-   window. Why not a hand-made token bucket: the moving window is exact (no double burst at a
-   window edge), ``"20/second;600/minute"`` expresses a burst cap plus a sustained rate like a
-   bucket would, Retry-After comes from the window's reset time, and
-   ``GATEWAY_RATE_LIMIT_STORAGE=redis://...`` shares the limits across gateway replicas with no
-   code change. Its cost is a few microseconds per request in memory.
-5. **Load shedding**: at most ``max_in_flight`` requests per process; the next one gets 429 with
-   Retry-After at once (a counter: no queue, no memory growth under a burst).
+:class:`GuardMiddleware` (no BaseHTTPMiddleware: that costs a task and a queue per request and
+buffers streaming bodies). Per request, in order:
+
+1. **Request context** (context.py): the request id is ``X-Request-ID`` if it is sane, else a new
+   uuid4; returned on every response, bound into the log context, sent to Triton as the request
+   id. Answers that ran an inference also carry ``X-Model-Version`` (the version that served).
+2. **Deadline** from ``X-Request-Timeout`` (admission.py), passed to Triton as the gRPC deadline.
+3. **API key** (when keys are configured, auth.py).
+4. **Rate limit** per key (per client address without keys).
+5. **Load shedding**: at most ``max_in_flight`` requests per process.
 6. **Client disconnect**: once the body is read, a watcher waits for ``http.disconnect``; if the
    client leaves before the response is complete the request's task is cancelled, which cancels
    the gRPC call to Triton (Triton sees the request as cancelled).
 7. **Access log**: one structured line (route, status, latency, model, request id, key id).
+8. **Errors**: a refusal here, or an unhandled exception anywhere below, is answered here in the
+   door's error form (errors.py), so a 500 carries the request id too.
 
-Health, metrics, docs and /admin (its own key) are exempt from 3-5: probes, scrapes and operators
+Health, metrics, docs and /admin (its own key) are exempt from 2-5: probes, scrapes and operators
 must get through under overload.
-The gRPC front door applies the same rules through :meth:`Guard.authorize` and
-:meth:`Guard.admission`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import hashlib
-import hmac
-import math
-import re
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
 import structlog
-from limits import RateLimitItem, parse_many
-from limits.aio.strategies import MovingWindowRateLimiter
-from limits.storage import storage_from_string
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.gateway import errors
+from serving.gateway import context, errors
+from serving.gateway.admission import Admission
+from serving.gateway.auth import AdminKey, ApiKeys, Principal, extract_key
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.routes.playground import is_playground
 from serving.gateway.settings import Settings
@@ -72,140 +56,16 @@ EXEMPT_PATHS = frozenset(
     }
 )
 CORS_HEADERS = ["Authorization", "X-API-Key", "Content-Type", "X-Request-ID", "X-Request-Timeout"]
-MIN_REQUEST_TIMEOUT_S = 0.1  # shorter deadlines cannot cover one Triton round trip: refused (422)
-_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 _STATUS_CLIENT_CLOSED = 499  # nginx's convention for "client closed the request"
 
 
-def new_request_id() -> str:
-    return uuid.uuid4().hex
-
-
-def sane_request_id(value: str | None) -> str:
-    return value if value and _REQUEST_ID.fullmatch(value) else new_request_id()
-
-
-def extract_key(pairs: Iterable[tuple[str, str]]) -> str | None:
-    """The API key from ``Authorization: Bearer`` or ``X-API-Key`` (HTTP headers or gRPC metadata)."""
-    for name, value in pairs:
-        name = name.lower()
-        if name == "authorization":
-            scheme, _, token = value.partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
-        elif name == "x-api-key" and value.strip():
-            return value.strip()
-    return None
-
-
-def key_id(key: str) -> str:
-    """What logs and limits see of a key: a short hash, never the key."""
-    return hashlib.sha256(key.encode()).hexdigest()[:12]
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: a key id (``anon:<address>`` without keys) and the rate limits that apply."""
-
-    id: str
-    limits: tuple[RateLimitItem, ...]
-
-
-def _parse_limits(spec: str) -> tuple[RateLimitItem, ...]:
-    spec = spec.strip()
-    if not spec:
-        return ()
-    try:
-        items = parse_many(spec)
-    except ValueError as exc:
-        raise ValueError(f"invalid rate limit {spec!r} (e.g. '20/second;600/minute'): {exc}") from None
-    return tuple(sorted(items, key=lambda i: i.get_expiry()))  # shortest window first
-
-
-class ApiKeys:
-    """Configured keys as SHA-256 digests; lookup compares against all of them in constant time."""
-
-    def __init__(self, entries: dict[str, tuple[RateLimitItem, ...]]) -> None:
-        self._digests = [(hashlib.sha256(k.encode()).digest(), key_id(k), lim) for k, lim in entries.items()]
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self._digests)
-
-    def __len__(self) -> int:
-        return len(self._digests)
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ApiKeys:
-        default = _parse_limits(settings.rate_limit)
-        entries: dict[str, tuple[RateLimitItem, ...]] = {}
-        for key in settings.api_keys.get_secret_value().split(","):
-            if key.strip():
-                entries[key.strip()] = default
-        if settings.api_keys_file:
-            entries.update(read_keys_file(Path(settings.api_keys_file), default))
-        return cls(entries)
-
-    def lookup(self, presented: str | None) -> Principal | None:
-        if presented is None:
-            return None
-        digest = hashlib.sha256(presented.encode()).digest()
-        found: Principal | None = None
-        for stored, kid, lim in self._digests:  # no early exit: every key is compared
-            if hmac.compare_digest(digest, stored):
-                found = Principal(kid, lim)
-        return found
-
-
-def read_keys_file(path: Path, default: tuple[RateLimitItem, ...]) -> dict[str, tuple[RateLimitItem, ...]]:
-    """Secrets file: one key per line, optionally followed by its own rate limit; ``#`` comments."""
-    entries: dict[str, tuple[RateLimitItem, ...]] = {}
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        key, _, rate = line.partition(" ")
-        try:
-            entries[key] = _parse_limits(rate) if rate.strip() else default
-        except ValueError as exc:
-            raise ValueError(f"{path}:{n}: {exc}") from None
-    return entries
-
-
-class InFlightLimiter:
-    """A counter, not a semaphore: over the limit we refuse at once instead of queueing."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.current = 0
-
-    def try_acquire(self) -> bool:
-        if self.current >= self.limit:
-            return False
-        self.current += 1
-        return True
-
-    def release(self) -> None:
-        self.current -= 1
-
-
-class Guard:
-    """Auth, rate limits and load shedding, shared by the HTTP middleware and the gRPC front door."""
+class Guard(Admission):
+    """Authentication plus admission: what both doors ask before a call runs."""
 
     def __init__(self, settings: Settings, metrics: GatewayMetrics) -> None:
-        self.settings = settings
-        self.metrics = metrics
+        super().__init__(settings, metrics)
         self.keys = ApiKeys.from_settings(settings)
-        self.anon_limits = _parse_limits(settings.rate_limit)
-        storage = settings.rate_limit_storage
-        self.limiter = MovingWindowRateLimiter(
-            storage_from_string(storage if storage.startswith("async+") else f"async+{storage}")
-        )
-        self.in_flight = InFlightLimiter(settings.max_in_flight)
-
-    def reject(self, reason: str, exc: errors.APIError) -> errors.APIError:
-        self.metrics.rejected.labels(reason).inc()
-        return exc
+        self.admin = AdminKey(settings)
 
     async def authorize(self, key: str | None, route: str, client: str = "") -> Principal:
         """Apply auth and the rate limit for one call; raise APIError 401/429, else who is calling.
@@ -216,88 +76,14 @@ class Guard:
         if route in EXEMPT_PATHS:
             return Principal("exempt", ())
         if self.keys.enabled:
-            principal = self.keys.lookup(key)
-            if principal is None:
-                what = "missing" if key is None else "invalid"
-                raise self.reject(
-                    "unauthorized",
-                    errors.APIError(
-                        401,
-                        "unauthorized",
-                        f"API key {what}: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
-                        headers={"WWW-Authenticate": "Bearer"},
-                    ),
-                )
+            try:
+                principal = self.keys.authenticate(key)
+            except errors.APIError as exc:
+                raise self.reject("unauthorized", exc) from None
         else:
             principal = Principal(f"anon:{client}", self.anon_limits)
-        if principal.limits:
-            retry = await self._retry_after(principal)
-            if retry is not None:
-                raise self.reject(
-                    "rate_limited",
-                    errors.APIError(
-                        429,
-                        "rate_limited",
-                        f"rate limit exceeded; retry in {retry} s",
-                        headers={"Retry-After": str(retry)},
-                    ),
-                )
+        await self.rate_limit(principal)
         return principal
-
-    async def _retry_after(self, p: Principal) -> int | None:
-        """None if the call fits every limit (and is counted), else whole seconds to wait."""
-        items = p.limits
-        if len(items) > 1:  # test all first, so a refused call consumes none of the windows
-            for item in items:
-                if not await self.limiter.test(item, p.id):
-                    return await self._reset_in(item, p.id)
-        for item in items:
-            if not await self.limiter.hit(item, p.id):
-                return await self._reset_in(item, p.id)
-        return None
-
-    async def _reset_in(self, item: RateLimitItem, ident: str) -> int:
-        stats = await self.limiter.get_window_stats(item, ident)
-        return max(1, math.ceil(stats.reset_time - time.time()))
-
-    def overloaded(self) -> errors.APIError:
-        return self.reject(
-            "overloaded",
-            errors.APIError(
-                429,
-                "overloaded",
-                f"the gateway is at its limit of {self.in_flight.limit} requests in flight; retry shortly",
-                headers={"Retry-After": "1"},
-            ),
-        )
-
-    @contextlib.asynccontextmanager
-    async def admission(self) -> AsyncIterator[None]:
-        """One in-flight slot for the gRPC front door (raises the 429 APIError when full)."""
-        if not self.in_flight.try_acquire():
-            raise self.overloaded()
-        try:
-            yield
-        finally:
-            self.in_flight.release()
-
-    def deadline(self, header: str | None) -> float:
-        """Monotonic deadline from an ``X-Request-Timeout`` value (seconds) or the default."""
-        if header is None:
-            return time.monotonic() + self.settings.triton_timeout_s
-        try:
-            seconds = float(header)
-        except ValueError:
-            seconds = math.nan
-        if not math.isfinite(seconds) or seconds < MIN_REQUEST_TIMEOUT_S:
-            raise self.reject(
-                "invalid_timeout",
-                errors.unprocessable(
-                    "invalid_parameter",
-                    f"X-Request-Timeout must be a number of seconds >= {MIN_REQUEST_TIMEOUT_S}",
-                ),
-            )
-        return time.monotonic() + min(seconds, self.settings.max_request_timeout_s)
 
 
 class GuardMiddleware:
@@ -321,9 +107,8 @@ class GuardMiddleware:
                 timeout_in = value.decode("latin-1")
             elif name in (b"authorization", b"x-api-key"):
                 auth_pairs.append((name.decode(), value.decode("latin-1")))
-        rid = sane_request_id(rid_in)
-        state = scope.setdefault("state", {})
-        state["request_id"] = rid
+        rid = context.sane_request_id(rid_in)
+        ctx = context.attach(scope, rid)
         structlog.contextvars.bind_contextvars(request_id=rid)
         rid_header = (b"x-request-id", rid.encode())
         status = 500
@@ -334,7 +119,10 @@ class GuardMiddleware:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 status, started = message["status"], True
-                message["headers"] = [*message.get("headers", ()), rid_header]
+                headers = [*message.get("headers", ()), rid_header]
+                if ctx.model_version and not any(k == b"x-model-version" for k, _ in headers):
+                    headers.append((b"x-model-version", ctx.model_version.encode()))
+                message["headers"] = headers
             await send(message)
 
         path = scope["path"]
@@ -345,7 +133,7 @@ class GuardMiddleware:
             if path in EXEMPT_PATHS or path.startswith("/admin/") or is_playground(path):
                 await self.app(scope, receive, send_wrapper)
                 return
-            state["deadline"] = self.guard.deadline(timeout_in)
+            ctx.deadline = self.guard.deadline(timeout_in)
             client = (scope.get("client") or ("", 0))[0]
             principal = await self.guard.authorize(extract_key(auth_pairs), path, client)
             if not self.guard.in_flight.try_acquire():
@@ -353,7 +141,7 @@ class GuardMiddleware:
             acquired = True
             if await self._run_cancellable(scope, receive, send_wrapper):
                 status = _STATUS_CLIENT_CLOSED
-                state["client_closed"] = True  # the metrics middleware counts it as 499, not 500
+                ctx.client_closed = True  # the metrics middleware counts it as 499, not 500
         except errors.APIError as exc:
             if not started:
                 if errors.is_kserve(path):  # KServe clients read KServe's error form (errors.py)
@@ -365,7 +153,7 @@ class GuardMiddleware:
                     )
         except ClientDisconnect:
             status = _STATUS_CLIENT_CLOSED
-            state["client_closed"] = True
+            ctx.client_closed = True
         except Exception:
             # Answer here rather than in Starlette's ServerErrorMiddleware, so the 500 carries
             # the request id too; the traceback goes to the log with it.
@@ -390,7 +178,7 @@ class GuardMiddleware:
                     route=_route(scope),
                     status=status,
                     latency_ms=round((time.perf_counter() - start) * 1000, 2),
-                    model=state.get("model", ""),
+                    model=ctx.model,
                     key_id=principal.id if principal and not principal.id.startswith("anon:") else None,
                 )
             structlog.contextvars.unbind_contextvars("request_id")

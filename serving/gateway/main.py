@@ -36,7 +36,7 @@ from serving.gateway.routes import (
 )
 from serving.gateway.settings import Settings
 from serving.gateway.triton import ModelCatalog, TritonClient
-from serving.gateway.versions import ModelVersionHeaderMiddleware, VersionRouter
+from serving.gateway.versions import VersionRouter
 
 log = logging.getLogger("gateway")
 
@@ -99,9 +99,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     install_openapi(app, settings)  # error bodies, 429/503 + Retry-After, auth: as really answered
-    app.add_middleware(ModelVersionHeaderMiddleware)  # X-Model-Version on every inference answer
-    # Middleware, innermost first: guard (request id, deadline, auth, rate limit, max in flight,
-    # disconnect -> cancel), CORS only when configured (outside, so preflights need no key), metrics.
+    # Middleware, innermost first: guard (request context and id, X-Model-Version, deadline, auth,
+    # rate limit, max in flight, disconnect -> cancel, errors), CORS only when configured (outside,
+    # so preflights need no key), metrics.
     guard = Guard(settings, metrics)
     app.state.guard = guard  # the gRPC front door calls guard.authorize / guard.admission
     app.add_middleware(GuardMiddleware, guard=guard)

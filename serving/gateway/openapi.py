@@ -23,8 +23,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from serving.gateway.admission import MIN_REQUEST_TIMEOUT_S
 from serving.gateway.errors import is_kserve
-from serving.gateway.guard import EXEMPT_PATHS, MIN_REQUEST_TIMEOUT_S
+from serving.gateway.guard import EXEMPT_PATHS
 from serving.gateway.settings import Settings
 
 ERROR_SCHEMA: dict[str, Any] = {

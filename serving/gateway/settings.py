@@ -29,7 +29,6 @@ class Settings(BaseSettings):
     max_image_pixels: int = Field(
         25_000_000, gt=0, description="decoded images above this are refused (decompression bombs)"
     )
-    max_top_k: int = 100
 
     # Image-to-image routes
     segment_max_side: int = Field(

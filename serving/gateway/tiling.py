@@ -81,9 +81,10 @@ def paste(out: np.ndarray, outputs: np.ndarray, tiles: list[Tile], scale: int) -
 
 
 def budget_tile(tile: int, bytes_per_pixel: int, budget: int, least: int) -> int:
-    """The largest tile side <= ``tile`` whose single row stays under ``budget`` (never below ``least``)."""
+    """The largest tile side <= ``tile`` whose single row stays under ``budget``, never below ``least``
+    (a tile must keep an owned core between its margins)."""
     if bytes_per_pixel <= 0:
-        return tile
+        return max(least, tile)
     return max(least, min(tile, int(math.isqrt(budget // bytes_per_pixel))))
 
 

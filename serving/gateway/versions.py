@@ -26,9 +26,8 @@ from typing import Annotated, Any
 
 from fastapi import Query, Request
 from pydantic import BaseModel, Field, field_validator, model_validator
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.gateway import errors
+from serving.gateway import context, errors
 from serving.gateway.triton import ModelInfo
 
 _VERSION = re.compile(r"[1-9][0-9]{0,8}")
@@ -131,8 +130,7 @@ def for_request(request: Request, info: ModelInfo) -> str:
     Every Triton call of one request uses the same version (tiles of one image, say), so the
     version that served the first call is reused (see :func:`served`).
     """
-    state = request.scope.setdefault("state", {})
-    earlier = state.get("served_versions", {}).get(info.name)
+    earlier = context.of(request).served.get(info.name)
     if earlier:
         return earlier
     pinned = request.query_params.get("version")
@@ -143,10 +141,9 @@ def for_request(request: Request, info: ModelInfo) -> str:
 
 
 def served(request: Request, model: str, version: str) -> None:
-    """Record the version that answered: for X-Model-Version and for the request's later calls."""
-    state = request.scope.setdefault("state", {})
-    state.setdefault("served_versions", {})[model] = version
-    state["model_version"] = version
+    """Record the version that answered: for X-Model-Version (guard.py) and the request's later calls."""
+    ctx = context.of(request)
+    ctx.served[model] = ctx.model_version = version
 
 
 async def version_query(version: VersionQuery = None) -> str | None:
@@ -156,26 +153,3 @@ async def version_query(version: VersionQuery = None) -> str | None:
     this dependency; with it the parameter shows up in the OpenAPI document.
     """
     return version
-
-
-class ModelVersionHeaderMiddleware:
-    """Adds ``X-Model-Version`` (the version that served the request) to every response that ran
-    an inference: routes store it in ``request.state.model_version``."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                version = (scope.get("state") or {}).get("model_version")
-                headers = message.get("headers") or []
-                if version and not any(k == b"x-model-version" for k, _ in headers):
-                    message["headers"] = [*headers, (b"x-model-version", str(version).encode())]
-            await send(message)
-
-        await self.app(scope, receive, send_wrapper)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
+from serving.gateway import auth, context
 from serving.gateway import guard as g
 from serving.gateway.errors import APIError
 from serving.gateway.main import create_app
@@ -35,18 +36,18 @@ def secured(tmp_path: Path) -> Iterator[TestClient]:
 
 
 def test_extract_key() -> None:
-    assert g.extract_key([("Authorization", "Bearer abc")]) == "abc"
-    assert g.extract_key([("authorization", "bearer  abc ")]) == "abc"
-    assert g.extract_key([("x-api-key", "k")]) == "k"
-    assert g.extract_key([("authorization", "Basic abc")]) is None
-    assert g.extract_key([]) is None
+    assert auth.extract_key([("Authorization", "Bearer abc")]) == "abc"
+    assert auth.extract_key([("authorization", "bearer  abc ")]) == "abc"
+    assert auth.extract_key([("x-api-key", "k")]) == "k"
+    assert auth.extract_key([("authorization", "Basic abc")]) is None
+    assert auth.extract_key([]) is None
 
 
 def test_keys_compare_and_never_expose_the_key(tmp_path: Path) -> None:
-    keys = g.ApiKeys.from_settings(settings(api_keys=" a-key , b-key ,"))
+    keys = auth.ApiKeys.from_settings(settings(api_keys=" a-key , b-key ,"))
     assert len(keys) == 2 and keys.enabled
     p = keys.lookup("b-key")
-    assert p is not None and p.id == g.key_id("b-key") and "b-key" not in p.id
+    assert p is not None and p.id == auth.key_id("b-key") and "b-key" not in p.id
     assert keys.lookup("b-ke") is None and keys.lookup(None) is None
     assert "a-key" not in repr(settings(api_keys="a-key"))  # SecretStr
 
@@ -55,13 +56,13 @@ def test_keys_file_with_bad_limit_names_the_line(tmp_path: Path) -> None:
     f = tmp_path / "keys"
     f.write_text("k1\nk2 lots\n")
     with pytest.raises(ValueError, match="keys:2"):
-        g.ApiKeys.from_settings(settings(api_keys_file=f))
+        auth.ApiKeys.from_settings(settings(api_keys_file=f))
 
 
 def test_request_id_sanity() -> None:
-    assert g.sane_request_id("abc-123_x.y:z") == "abc-123_x.y:z"
+    assert context.sane_request_id("abc-123_x.y:z") == "abc-123_x.y:z"
     for bad in (None, "", "a b", "x" * 129, "é"):
-        assert len(g.sane_request_id(bad)) == 32
+        assert len(context.sane_request_id(bad)) == 32
 
 
 def test_deadline_header() -> None:
@@ -195,7 +196,9 @@ def test_request_log_is_json_without_secrets(capfd: pytest.CaptureFixture[str]) 
     assert lines, err[-2000:]
     entry = lines[-1]
     assert entry["event"] == "request" and entry["route"] == "/v1/models" and entry["status"] == 200
-    assert entry["request_id"] == "log-test-1" and entry["key_id"] == g.key_id(KEY) and "latency_ms" in entry
+    assert (
+        entry["request_id"] == "log-test-1" and entry["key_id"] == auth.key_id(KEY) and "latency_ms" in entry
+    )
     assert KEY not in err
 
 

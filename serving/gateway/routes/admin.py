@@ -20,8 +20,6 @@ A zero-downtime version switch:
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 from typing import Any
 
@@ -32,48 +30,20 @@ from pydantic import BaseModel, Field
 from tritonclient.grpc import service_pb2 as pb
 
 from serving.gateway import errors
+from serving.gateway.auth import ADMIN_HEADER
 from serving.gateway.deps import get_catalog, get_triton
-from serving.gateway.settings import Settings
+from serving.gateway.guard import Guard
 from serving.gateway.triton import ModelCatalog, TritonClient, map_rpc_error
 from serving.gateway.versions import TrafficSplit, VersionRouter
 
 log = logging.getLogger("gateway.admin")
 
-ADMIN_HEADER = "x-admin-key"
 LOAD_TIMEOUT_S = 300.0  # loading a model (python stubs, onnxruntime sessions) can take a while on CPU
 
 
-def admin_key_digest(settings: Settings) -> bytes | None:
-    """SHA-256 of the configured admin key (env first, else the first line of the file); None = off."""
-    key = settings.admin_key.get_secret_value().strip()
-    if not key and settings.admin_key_file:
-        lines = settings.admin_key_file.read_text().splitlines()
-        key = lines[0].strip() if lines else ""
-    return hashlib.sha256(key.encode()).digest() if key else None
-
-
-def require_admin(request: Request) -> None:
-    state = request.app.state
-    if not hasattr(state, "admin_digest"):  # read once per process (a secrets file is not re-read per call)
-        state.admin_digest = admin_key_digest(state.settings)
-    expected: bytes | None = state.admin_digest
-    presented = request.headers.get(ADMIN_HEADER)
-    if expected is None:
-        raise errors.APIError(
-            403,
-            "admin_disabled",
-            "the admin API is off: set GATEWAY_ADMIN_KEY (or GATEWAY_ADMIN_KEY_FILE) on the gateway",
-        )
-    if not presented:
-        raise errors.APIError(
-            401,
-            "unauthorized",
-            f"admin key missing: send the {ADMIN_HEADER} header",
-            headers={"WWW-Authenticate": "X-Admin-Key"},
-        )
-    if not hmac.compare_digest(hashlib.sha256(presented.encode()).digest(), expected):
-        log.warning("admin request with a wrong key from %s", request.client.host if request.client else "?")
-        raise errors.APIError(403, "forbidden", "admin key invalid")
+async def require_admin(request: Request) -> None:
+    guard: Guard = request.app.state.guard
+    guard.admin.check(request.headers.get(ADMIN_HEADER), request.client.host if request.client else "?")
 
 
 router = APIRouter(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from serving.gateway import codecs, errors
+from serving.gateway import codecs, context, errors
 from serving.gateway.deps import get_catalog
 from serving.gateway.routes.classify import IMAGE_BODY
 from serving.gateway.routes.super_resolve import upscale
@@ -47,12 +47,12 @@ async def denoise(
             f"output would be {img.size[0]}x{img.size[1]} = {out_pixels} pixels, above the limit of "
             f"{settings.sr_max_output_pixels}; send a smaller image"
         )
-    request.state.model = info.name
+    context.of(request).model = info.name
     chw = to_model_image(img, None, info.param_int("channels", 3) or 3)
     out = await upscale(request, info, chw, settings)  # scale 1: the same overlapping tiles, same settings
     png = codecs.encode_png(np.asarray(from_chw(out)))
     return Response(
         png,
         media_type="image/png",
-        headers=codecs.png_response_headers(info.name, request.state.model_version),
+        headers=codecs.png_response_headers(info.name, context.of(request).model_version),
     )

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
-from serving.gateway import errors, validation, versions
+from serving.gateway import context, errors, validation, versions
 from serving.gateway.deps import get_catalog, request_id, time_left
 from serving.gateway.settings import Settings, get_settings
 from serving.gateway.triton import InferResult, ModelCatalog, ModelInfo, build_request
@@ -149,7 +149,7 @@ def _chunk(result: InferResult) -> tuple[str, int, str]:
 
 async def _chunks(request: Request, info: ModelInfo, req: Any) -> AsyncIterator[tuple[str, int, str, str]]:
     """(text, tokens, finish_reason, version) per streamed response from Triton."""
-    request.state.model = info.name
+    context.of(request).model = info.name
     client = request.app.state.triton
     async for result in client.stream_infer(req, timeout=time_left(request)):
         text, n, reason = _chunk(result)

@@ -13,7 +13,6 @@ shared memory are not reachable here (403).
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import grpc
@@ -21,7 +20,7 @@ from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
 from tritonclient.grpc import service_pb2 as pb
 
-from serving.gateway import codecs, errors, kserve, versions
+from serving.gateway import codecs, context, errors, kserve, versions
 from serving.gateway.deps import get_triton, request_id, time_left
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.settings import Settings
@@ -100,7 +99,7 @@ _STATS_RESPONSES: dict[int | str, dict[str, Any]] = {400: {"description": "no su
 
 
 async def _stats(request: Request, triton: TritonClient, name: str, version: str) -> dict[str, Any]:
-    request.state.model = name
+    context.of(request).model = name
     resp = await _unary(
         request, triton, "ModelStatistics", pb.ModelStatisticsRequest(name=name, version=version), name
     )
@@ -136,7 +135,7 @@ async def model_version_statistics(
 
 
 async def _metadata(request: Request, triton: TritonClient, name: str, version: str) -> dict[str, Any]:
-    request.state.model = name
+    context.of(request).model = name
     resp = await _unary(
         request, triton, "ModelMetadata", pb.ModelMetadataRequest(name=name, version=version), name
     )
@@ -163,7 +162,7 @@ async def model_version_metadata(
 
 
 async def _ready(request: Request, triton: TritonClient, name: str, version: str) -> dict[str, Any]:
-    request.state.model = name
+    context.of(request).model = name
     if await triton.model_ready(name, version, timeout=2.0):
         return {"name": name, "version": version, "ready": True}
     what = f"model {name!r}" + (f" version {version}" if version else "")
@@ -192,7 +191,7 @@ async def model_version_ready(
 
 
 async def _config(request: Request, triton: TritonClient, name: str, version: str) -> dict[str, Any]:
-    request.state.model = name
+    context.of(request).model = name
     resp = await _unary(
         request, triton, "ModelConfig", pb.ModelConfigRequest(name=name, version=version), name
     )
@@ -221,7 +220,7 @@ async def model_version_config(
 
 
 async def _infer(request: Request, name: str, version: str) -> Response:
-    request.state.model = name
+    context.of(request).model = name
     state = request.app.state
     triton: TritonClient = state.triton
     settings: Settings = state.settings
@@ -244,13 +243,11 @@ async def _infer(request: Request, name: str, version: str) -> Response:
         header, tail, name, chosen, request_id(request), info, settings.max_tensor_elements
     )
     metrics: GatewayMetrics = state.metrics
-    start = time.perf_counter()
     try:
-        resp = await triton.stub.ModelInfer(req, timeout=time_left(request))
+        with metrics.triton_call(name):
+            resp = await triton.stub.ModelInfer(req, timeout=time_left(request))
     except grpc.aio.AioRpcError as exc:
         raise map_rpc_error(exc, name) from None
-    finally:
-        metrics.triton.labels(name).observe(time.perf_counter() - start)
     versions.served(request, name, resp.model_version)
     payload, header_length = kserve.encode_response(resp, plan)
     payload, encoding = kserve.compress(payload, headers.get("accept-encoding"))

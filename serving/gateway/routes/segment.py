@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from PIL import Image
 from pydantic import BaseModel
 
-from serving.gateway import codecs, errors
+from serving.gateway import codecs, context, errors
 from serving.gateway.deps import get_catalog, infer
 from serving.gateway.routes.classify import IMAGE_BODY
 from serving.gateway.settings import Settings, get_settings
@@ -66,7 +66,6 @@ async def run_segmentation(
         arr = np.pad(arr, ((0, 0), (0, ph), (0, pw)), mode="edge")
     result = await infer(request, info, {info.inputs[0].name: arr[None]}, [info.outputs[0].name])
     mask = result.outputs[info.outputs[0].name][0][:h, :w].astype(np.uint8)
-    request.state.model_version = result.model_version or info.version
     if scale != 1.0:
         mask = np.asarray(Image.fromarray(mask).resize((w0, h0), Image.Resampling.NEAREST))
     return mask
@@ -105,7 +104,7 @@ async def segment(
     labels = info.param_json("classes") or []
     n = max(len(labels), int(mask.max()) + 1)
     colours = palette_of(info, n)
-    version = request.state.model_version
+    version = context.of(request).model_version
     if (
         output is None
         and "image/png" in request.headers.get("accept", "")

@@ -12,7 +12,7 @@ import asyncio
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from serving.gateway import codecs, errors, tiling
+from serving.gateway import codecs, context, errors, tiling
 from serving.gateway.deps import get_catalog, infer
 from serving.gateway.routes.classify import IMAGE_BODY
 from serving.gateway.settings import Settings, get_settings
@@ -72,9 +72,7 @@ async def upscale(
     c, h, w = chw.shape
     if h <= tile and w <= tile:
         result = await infer(request, info, {in_name: chw[None]}, [out_name])
-        request.state.model_version = result.model_version or info.version
         return result.outputs[out_name][0]
-    tile = max(tile, least)
     th, tw, tiles = tiling.plan(h, w, tile, margin)
     cap = min(settings.sr_tiles_per_request, info.max_batch_size or 1)
     per_call = tiling.tiles_per_call(th, tw, bpp, budget, cap)
@@ -85,7 +83,6 @@ async def upscale(
         async with limit:
             stack = tiling.cut(chw, tiles[part], th, tw)  # cut per call: no whole-image tile stack
             res = await infer(request, info, {in_name: stack}, [out_name])
-            request.state.model_version = res.model_version or info.version
             tiling.paste(out, res.outputs[out_name], tiles[part], scale)
 
     await asyncio.gather(*(run(s) for s in tiling.chunks(len(tiles), per_call)))
@@ -129,12 +126,12 @@ async def super_resolve(
             f"{out_pixels} pixels, above the limit of {settings.sr_max_output_pixels}; "
             "send a smaller image or a smaller scale"
         )
-    request.state.model = info.name
+    context.of(request).model = info.name
     chw = to_model_image(img, None, info.param_int("channels", 3) or 3)
     out = await upscale(request, info, chw, settings)
     png = codecs.encode_png(np.asarray(from_chw(out)))
     return Response(
         png,
         media_type="image/png",
-        headers=codecs.png_response_headers(info.name, request.state.model_version),
+        headers=codecs.png_response_headers(info.name, context.of(request).model_version),
     )
