@@ -82,7 +82,7 @@ class Settings(BaseSettings):
     )
     admin_key_file: Path | None = Field(None, description="secrets file holding the admin key (first line)")
 
-    # Reliability and security (serving/gateway/guard.py, validation.py; README "Reliability and security")
+    # Reliability and security (serving/gateway/auth.py, admission.py, validation.py; README)
     max_in_flight: int = Field(
         128, ge=1, description="requests served at once per process; beyond: 429 + Retry-After"
     )
