@@ -10,7 +10,7 @@ PROFILE ?= quick
 TRAIN_FLAGS ?= --profile $(PROFILE)
 
 .DEFAULT_GOAL := help
-.PHONY: help venv system-deps images up down train export serve triton gateway test test-fast lint quality bench tune soak validate-deploy clean
+.PHONY: help venv system-deps images up down train export serve triton gateway test test-fast lint quality bench memory tune soak validate-deploy clean
 
 help: ## list the verbs
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -96,8 +96,13 @@ quality: $(REPO)/.stamp ## every task's metric offline vs through the gateway ->
 validate-deploy: $(VENV)/.installed ## validate compose, Dockerfiles, Prometheus, Grafana, k8s offline
 	$(PY) -m deploy.validate
 
-bench: $(VENV)/.installed ## benchmark: in-process limit vs Triton vs gateway vs naive servers -> reports/bench.json, plots
+bench: $(VENV)/.installed ## benchmark: in-process limit vs Triton vs gateway vs naive servers -> reports/bench.json, plots; then make memory
 	$(PY) -m deploy.bench $(BENCH_FLAGS)
+	@if [ -e $(REPO)/.stamp ]; then $(MAKE) --no-print-directory memory; \
+	else echo "memory benchmark skipped: no $(REPO) (run make export, then make memory)"; fi
+
+memory: $(REPO)/.stamp ## memory: stack RSS per task's largest request, arena on vs off -> reports/memory.json + .png
+	$(PY) -m deploy.bench.memory --repo $(REPO)/cpu $(MEMORY_FLAGS)
 
 tune: $(VENV)/.installed ## sweep Triton batching/instances/threads for a model -> reports/tune.json + config.pbtxt
 	$(PY) -m deploy.bench.tune $(TUNE_FLAGS)
