@@ -63,14 +63,22 @@ CHECKPOINTS := $(ART)/classifier/model.pt:classifier $(ART)/segmenter/model.pt:s
 	$(ART)/anomaly/model.pt:anomaly $(ART)/lstm/model.pt:lstm $(ART)/gpt/model.pt:gpt \
 	$(ART)/denoiser/model.pt:denoiser $(ART)/sampler/model.pt:sampler
 
-train: $(foreach c,$(CHECKPOINTS),$(firstword $(subst :, ,$(c)))) ## train every model (quick profile: minutes on 2 CPU cores)
+# MODELS: served names to train and export (default: every one), e.g. the containers tier's
+# MODELS="classifier segmenter sr_psnr_x2 sr_gan_x2 gpt". An SR run trains both generators of its scale.
+MODELS ?=
+SELECTED := $(strip $(if $(strip $(MODELS)),$(foreach c,$(CHECKPOINTS),$(if $(filter $(lastword $(subst :, ,$(c))),$(MODELS)),$(c))),$(CHECKPOINTS)))
+$(if $(SELECTED),,$(error MODELS="$(MODELS)" names no served model (served: $(foreach c,$(CHECKPOINTS),$(lastword $(subst :, ,$(c)))))))
+
+train: $(foreach c,$(SELECTED),$(firstword $(subst :, ,$(c)))) ## train every model (quick profile: minutes on 2 CPU cores; MODELS=... a subset)
 
 # --- export: ONNX + parity + config.pbtxt for the cpu and gpu targets ----------------------------
-$(REPO)/.stamp: $(foreach c,$(CHECKPOINTS),$(firstword $(subst :, ,$(c)))) export/*.py export/tasks/*.py serving/triton/models/*.py
-	$(PY) -m export $(foreach c,$(CHECKPOINTS),--checkpoint $(c)) --repository $(REPO)
+# TARGETS: repository targets to write (cpu gpu); the CPU compose builder writes only cpu.
+TARGETS ?= cpu gpu
+$(REPO)/.stamp: $(foreach c,$(SELECTED),$(firstword $(subst :, ,$(c)))) export/*.py export/tasks/*.py serving/triton/models/*.py
+	$(PY) -m export $(foreach c,$(SELECTED),--checkpoint $(c)) --repository $(REPO) --targets $(TARGETS)
 	touch $@
 
-export: $(REPO)/.stamp ## export every checkpoint into build/model_repository/{cpu,gpu}
+export: $(REPO)/.stamp ## export every checkpoint into build/model_repository/{cpu,gpu} (MODELS=, TARGETS= to narrow)
 
 serve: $(REPO)/.stamp ## train, export and serve everything on the CPU: Triton + gateway on 127.0.0.1:8080
 	$(PY) -m serving.local --model-repository $(REPO)/cpu
@@ -80,7 +88,7 @@ system-deps: ## install the system tools the tests need (idempotent)
 	@bash .ci/install-system-deps.sh
 
 test: $(VENV)/.installed system-deps lint ## run the whole test suite (what CI runs): system tools, lint, pytest
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=20
 
 test-fast: $(VENV)/.installed ## unit tests only
 	$(PY) -m pytest -q -m "not slow"

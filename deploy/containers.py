@@ -1,7 +1,7 @@
 """The compose stack, built and run without any registry: `make images`, `make up`, `make down`.
 
     python -m deploy.containers images [--with-builder]   # wheelhouse + local base + every image
-    python -m deploy.containers up [--profile tiny|quick] [--gpu|--cpu]
+    python -m deploy.containers up [--profile tiny|quick] [--models "classifier gpt"] [--gpu|--cpu]
     python -m deploy.containers down                      # no container, network or volume left
 
 Images build with the Docker SDK (the daemon's classic builder: layer-cached, no BuildKit frontend
@@ -126,7 +126,7 @@ def running_services(gpu: bool) -> set[str]:
     return set(out.stdout.split())
 
 
-def up(profile: str, gpu: bool, http_port: int, grpc_port: int) -> None:
+def up(profile: str, gpu: bool, http_port: int, grpc_port: int, models: str = "") -> None:
     build_images(with_builder=True)
     if "gateway" not in running_services(gpu):  # `make up` twice is harmless: its own ports are no fault
         for port in (http_port, grpc_port):
@@ -138,6 +138,7 @@ def up(profile: str, gpu: bool, http_port: int, grpc_port: int) -> None:
     env = {
         **os.environ,
         "MODEL_PROFILE": profile,
+        "MODELS": models,  # the builder trains and exports these served models only (empty: every one)
         "GATEWAY_HTTP_PUBLISH": str(http_port),
         "GATEWAY_GRPC_PUBLISH": str(grpc_port),
         "BASE_IMAGE": BASE_IMAGE,
@@ -171,6 +172,11 @@ def main(argv: list[str] | None = None) -> None:
     u.add_argument(
         "--profile", default=os.environ.get("MODEL_PROFILE", "quick"), choices=["tiny", "quick", "full"]
     )
+    u.add_argument(
+        "--models",
+        default=os.environ.get("MODELS", ""),
+        help="served models the builder trains and exports, space-separated (default: every one)",
+    )
     u.add_argument("--http-port", type=int, default=int(os.environ.get("GATEWAY_HTTP_PUBLISH", 8080)))
     u.add_argument("--grpc-port", type=int, default=int(os.environ.get("GATEWAY_GRPC_PUBLISH", 8081)))
     d = sub.add_parser("down", help="stop the stack and remove its containers, networks and volumes")
@@ -184,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     gpu = bool(args.gpu) if args.gpu or args.cpu else has_gpu()
     if args.verb == "up":
-        up(args.profile, gpu, args.http_port, args.grpc_port)
+        up(args.profile, gpu, args.http_port, args.grpc_port, args.models)
     else:
         down(gpu)
 

@@ -3,9 +3,10 @@
 `make test` starts a Docker daemon where none answers (`make system-deps`, as root). Without one
 this tier skips, except under CI=true, where it fails: CI must prove the containers every time.
 
-The stack is the CPU compose (model-builder -> Triton -> gateway -> Prometheus) with one change:
-Triton mounts the session's tiny model repository (trained in seconds by tests/support) read-only
-instead of waiting for the model-builder's training run, which `make up --profile tiny` exercises.
+The stack is the CPU compose as `make up --profile tiny` runs it: the model-builder container trains
+with the tiny profile and exports into the compose volume, Triton starts once it has completed and
+mounts that volume read-only, the gateway once Triton is healthy, then Prometheus. The builder trains
+only the models these tests call (MODELS=..., the compose file's documented builder variable).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class Stack:
         return self.client.containers.list(all=all, filters={"label": label})
 
     def service(self, name: str):  # noqa: ANN201 - docker Container
-        (c,) = [c for c in self.containers() if c.labels.get("com.docker.compose.service") == name]
+        (c,) = [c for c in self.containers(all=True) if c.labels.get("com.docker.compose.service") == name]
         c.reload()
         return c
 
@@ -86,25 +87,23 @@ class Stack:
         )
 
 
-def world_readable_copy(src: Path, dst: Path) -> Path:
-    """Triton runs as uid 10001; pytest's temporary folders are private to us (0700)."""
-    shutil.copytree(src, dst)
-    for p in [dst, *dst.rglob("*")]:
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    return dst
+def seconds_between(started: str, finished: str) -> float:
+    """Seconds between two of Docker's RFC 3339 timestamps (nanoseconds: cut to microseconds)."""
+    from datetime import datetime
 
+    def parse(t: str) -> datetime:
+        head, _, frac = t.rstrip("Z").partition(".")
+        return datetime.fromisoformat(f"{head}.{(frac + '000000')[:6]}+00:00")
+
+    return round((parse(finished) - parse(started)).total_seconds(), 1)
+
+
+# The served models the tests below call: classify, segment, super-resolve (x2: both generators of
+# one run), streaming generate (gpt, the default text model).
+TIER_MODELS = "classifier segmenter sr_psnr_x2 sr_gan_x2 gpt"
 
 OVERRIDE = """\
 services:
-  model-builder:
-    profiles: [builder]          # the session's tiny repository stands in for its training run
-  triton:
-    depends_on: !reset {{}}
-    volumes: !override
-      - type: bind
-        source: {repo}
-        target: /models/cpu
-        read_only: true
   gateway:
     environment:
       GATEWAY_TRITON_TIMEOUT_S: "5"
@@ -112,26 +111,31 @@ services:
 
 
 @pytest.fixture(scope="module")
-def stack(model_repository: Path) -> Iterator[Stack]:
+def stack() -> Iterator[Stack]:
     client = docker_client()
     timings: dict[str, float] = {}
     start = time.monotonic()
-    sizes = containers.build_images()
+    sizes = containers.build_images(with_builder=True)
     timings["images_s"] = time.monotonic() - start
 
     project = f"tritonstack-test-{os.getpid()}"
     work = ROOT / "build" / f"containers-{project}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    repo = world_readable_copy(model_repository / "cpu", work / "repo")
     override = work / "override.yml"
-    override.write_text(OVERRIDE.format(repo=repo))
+    override.write_text(OVERRIDE)
     http_port, grpc_port = free_port(), free_port()
     env = {
         **os.environ,
         "GATEWAY_HTTP_PUBLISH": str(http_port),
         "GATEWAY_GRPC_PUBLISH": str(grpc_port),
         "BASE_IMAGE": containers.BASE_IMAGE,
+        "MODEL_PROFILE": "tiny",
+        "MODELS": TIER_MODELS,
+        # Two recipes at a time, one torch thread each: tiny models gain nothing from intra-op threads,
+        # and two processes overlap their imports and data generation on 2 cores.
+        "TRAIN_JOBS": "2",
+        "TRAIN_THREADS": "1",
     }
     s = Stack(
         client=client,
@@ -144,7 +148,7 @@ def stack(model_repository: Path) -> Iterator[Stack]:
     )
     start = time.monotonic()
     up = subprocess.run(
-        [*s.compose, "up", "-d", "--no-build", "--wait", "--wait-timeout", "300"],
+        [*s.compose, "up", "-d", "--no-build", "--wait", "--wait-timeout", "600"],
         env=env,
         capture_output=True,
         text=True,
@@ -152,7 +156,12 @@ def stack(model_repository: Path) -> Iterator[Stack]:
     timings["up_to_healthy_s"] = time.monotonic() - start
     try:
         if up.returncode:
-            pytest.fail(f"compose up failed:\n{up.stderr[-3000:]}\ntriton:\n{s.logs('triton')}")
+            pytest.fail(
+                f"compose up failed:\n{up.stderr[-3000:]}\nmodel-builder:\n{s.logs('model-builder')}"
+                f"\ntriton:\n{s.logs('triton')}"
+            )
+        builder = s.service("model-builder").attrs["State"]
+        timings["builder_train_export_s"] = seconds_between(builder["StartedAt"], builder["FinishedAt"])
         yield s
     finally:
         s.down()
@@ -248,7 +257,7 @@ def test_prometheus_answers_promql_for_gateway_p99_and_triton_inferences(stack: 
 
 def test_every_service_is_hardened_and_only_the_gateway_is_published(stack: Stack) -> None:
     seen = {}
-    for c in stack.containers():
+    for c in stack.containers(all=True):  # the model-builder too, exited once its job was done
         service = c.labels["com.docker.compose.service"]
         host, cfg = c.attrs["HostConfig"], c.attrs["Config"]
         seen[service] = c
@@ -264,9 +273,10 @@ def test_every_service_is_hardened_and_only_the_gateway_is_published(stack: Stac
             assert published and all(b["HostIp"] == "127.0.0.1" for bs in published.values() for b in bs)
         else:
             assert not published, (service, published)
-    assert {"triton", "gateway", "prometheus"} <= set(seen), sorted(seen)
+    assert {"model-builder", "triton", "gateway", "prometheus"} <= set(seen), sorted(seen)
+    assert seen["model-builder"].attrs["State"]["ExitCode"] == 0
     mounts = {m["Destination"]: m for m in seen["triton"].attrs["Mounts"]}
-    assert mounts["/models/cpu"]["RW"] is False
+    assert mounts["/models"]["RW"] is False and mounts["/models"]["Type"] == "volume"
 
 
 @dataclass
