@@ -176,3 +176,163 @@ def test_bad_inputs_show_the_api_message(open_page, tmp_path: Path) -> None:  # 
     expect(error).to_contain_text("empty")
     # the browser logs each 4xx answer as a failed resource load; nothing else may appear
     p.close(allowed_errors=("status of 415", "status of 422"))
+
+
+def loaded(img: object) -> None:
+    """Wait until an <img> has decoded a picture (naturalWidth > 0)."""
+    img.evaluate(  # type: ignore[attr-defined]
+        "i => i.complete && i.naturalWidth > 0 ? 0 : new Promise((ok, no) => {"
+        " i.addEventListener('load', ok, {once: true}); i.addEventListener('error', no, {once: true}); })"
+    )
+
+
+def natural_size(img: object) -> tuple[int, int]:
+    loaded(img)
+    w, h = img.evaluate("i => [i.naturalWidth, i.naturalHeight]")  # type: ignore[attr-defined]
+    return int(w), int(h)
+
+
+def test_segment_overlay_fractions_and_opacity(open_page) -> None:  # noqa: ANN001
+    from playwright.sync_api import expect
+
+    p = open_page("#panel-segmentation")
+    panel = p.panel("segmentation")
+    panel.locator("[data-example]").first.click()
+    overlay = panel.locator("img[data-role=overlay]")
+    expect(overlay).to_be_visible()
+    assert natural_size(overlay) == natural_size(panel.locator("img[data-role=input]"))
+    expect(panel.locator("[data-role=fractions] li").first).to_be_visible()
+    fractions = panel.locator("[data-role=fractions] .num").all_inner_texts()
+    assert abs(sum(float(f.rstrip("%")) for f in fractions) - 100) < 0.5 * len(fractions), fractions
+    panel.locator("input[data-role=opacity]").fill("80")
+    assert overlay.evaluate("i => i.style.opacity") == "0.8"
+    expect(panel.locator("[data-role=meta]")).to_contain_text("model segmenter")
+    p.shot("segment", "segmentation")
+    p.close()
+
+
+def test_super_resolve_beside_bicubic_with_download(open_page) -> None:  # noqa: ANN001
+    from playwright.sync_api import expect
+
+    p = open_page("#panel-super_resolution")
+    panel = p.panel("super_resolution")
+    scale = int(panel.locator("select[data-role=scale]").input_value())
+    panel.locator("[data-example]").first.click()
+    result = panel.locator("img[data-role=result]")
+    expect(result).to_be_visible()
+    w, h = natural_size(result)
+    assert natural_size(panel.locator("img[data-role=bicubic]")) == (w, h)
+    expect(panel.locator("[data-role=meta]")).to_contain_text(f"→ {w}×{h}")
+    assert w % scale == 0 and h % scale == 0
+    assert panel.locator("a[data-role=download]").get_attribute("href").startswith("blob:")
+    panel.locator("input[data-role=split]").fill("30")
+    assert "70%" in panel.locator("img[data-role=bicubic]").evaluate("i => i.style.clipPath")
+    p.shot("super_resolve", "super_resolution")
+    p.close()
+
+
+def test_anomaly_score_threshold_and_reconstruction(open_page, gateway: GatewayHandle) -> None:  # noqa: ANN001
+    from playwright.sync_api import expect
+
+    p = open_page("#panel-anomaly")
+    panel = p.panel("anomaly")
+    example = panel.locator("[data-example^='anomaly']").first
+    example.click()
+    # the page shows the API's verdict and score for the same held-out image
+    url = example.locator("img").get_attribute("src")
+    api = httpx.post(
+        f"{gateway.url}/v1/anomaly",
+        files={"file": ("x.png", base64.b64decode(url.split(",", 1)[1]), "image/png")},
+    ).json()
+    expect(panel.locator("[data-role=is-anomaly]")).to_have_text("Anomaly" if api["is_anomaly"] else "Normal")
+    verdict = panel.locator("[data-role=verdict]")
+    expect(verdict).to_contain_text("threshold")
+    assert float(verdict.get_attribute("data-score")) == pytest.approx(api["score"], rel=1e-6)
+    assert float(verdict.get_attribute("data-threshold")) == pytest.approx(api["threshold"], rel=1e-6)
+    loaded(panel.locator("img[data-role=reconstruction]"))
+    p.close()
+
+
+def test_denoise_before_and_after(open_page) -> None:  # noqa: ANN001
+    p = open_page("#panel-denoising")
+    panel = p.panel("denoising")
+    panel.locator("[data-example]").first.click()
+    assert natural_size(panel.locator("img[data-role=after]")) == natural_size(
+        panel.locator("img[data-role=before]")
+    )
+    p.close()
+
+
+def test_sample_grid_with_its_seed(open_page) -> None:  # noqa: ANN001
+    from playwright.sync_api import expect
+
+    p = open_page("#panel-sampling")
+    panel = p.panel("sampling")
+    panel.locator("input[data-role=seed]").fill("3")
+    panel.locator("[data-action=sample]").click()
+    loaded(panel.locator("img[data-role=grid]"))
+    expect(panel.locator("[data-role=meta]")).to_contain_text("seed 3")
+    p.close()
+
+
+def test_generation_streams_and_stops(open_page) -> None:  # noqa: ANN001
+    from playwright.sync_api import expect
+
+    p = open_page("#panel-text_generation")
+    panel = p.panel("text_generation")
+    tokens = panel.locator("input[data-role=max-tokens]")
+    tokens.fill(tokens.get_attribute("max") or "500")  # as long as the model allows: Stop comes first
+    panel.locator("input[data-role=seed]").fill("1")
+    output = panel.locator("output[data-role=output]")
+    panel.locator("[data-action=generate]").click()
+    p.page.wait_for_function("o => o.textContent.length >= 2", arg=output.element_handle())
+    panel.locator("[data-action=stop]").click()
+    expect(output).to_have_attribute("data-state", "stopped")
+    expect(panel.locator("[data-role=status]")).to_contain_text("Stopped")
+    stopped = output.inner_text()
+    assert 2 <= len(stopped) < int(tokens.input_value())
+    p.page.wait_for_timeout(300)  # nothing may arrive after Stop (not a timing assertion)
+    assert output.inner_text() == stopped
+    # and a whole answer: streamed until the model's own finish
+    tokens.fill("24")
+    panel.locator("[data-action=generate]").click()
+    expect(output).to_have_attribute("data-state", "done")
+    expect(panel.locator("[data-role=meta]")).to_contain_text("request id ")
+    p.shot("generate", "text_generation")
+    p.close()
+
+
+def test_chat_panel_streams_a_reply(open_page) -> None:  # noqa: ANN001
+    from playwright.sync_api import expect
+
+    p = open_page("#panel-chat")
+    panel = p.panel("chat")
+    panel.locator("input[data-role=max-tokens]").fill("16")
+    panel.locator("[data-action=send]").click()
+    expect(panel.locator("[data-role=status]")).to_have_text("Done.")
+    assert panel.locator("[data-role=reply]").inner_text()
+    p.close()
+
+
+def test_phone_width_keyboard_labels_and_live_metrics(open_page) -> None:  # noqa: ANN001
+    from playwright.sync_api import expect
+
+    p = open_page()
+    p.page.set_viewport_size({"width": 390, "height": 844})
+    # no sideways scrolling at phone width
+    assert p.page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    # every control has a label (a <label>, or aria-label)
+    unlabelled = p.page.evaluate(
+        "[...document.querySelectorAll('input, select, textarea')]"
+        ".filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label')).map(e => e.outerHTML)"
+    )
+    assert not unlabelled, unlabelled
+    # the keyboard alone: focus "Draw a 7", press Enter, get an answer
+    panel = p.panel("classification")
+    panel.locator("[data-action=draw-7]").focus()
+    p.page.keyboard.press("Enter")
+    expect(panel.locator("[data-role=top]")).to_have_count(1)
+    # the live panel reads the traffic from /metrics
+    expect(p.page.locator("#live-p50")).not_to_have_text("–")
+    p.shot("phone")
+    p.close()

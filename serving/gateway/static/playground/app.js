@@ -147,7 +147,7 @@ export function answerArea() {
       const parts = [];
       if (model) parts.push(`model ${model}`);
       if (version) parts.push(`version ${version}`);
-      parts.push(`${Math.round(extra.ms ?? info.ms)} ms`);
+      parts.push(extra.latency ?? `${Math.round(extra.ms ?? info.ms)} ms`);
       if (extra.note) parts.push(extra.note);
       if (info.requestId) parts.push(`request id ${info.requestId}`);
       meta.textContent = parts.join(" · ");

@@ -25,6 +25,8 @@ export function mount(section, models) {
       pictures.hidden = false;
       // The bar spans twice the threshold, so the threshold mark sits in the middle.
       const span = Math.max(2 * body.threshold, body.score) || 1;
+      verdict.dataset.score = body.score;
+      verdict.dataset.threshold = body.threshold;
       verdict.replaceChildren(
         el(
           "p",

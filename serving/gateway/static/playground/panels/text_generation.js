@@ -89,7 +89,8 @@ export function mount(section, models) {
           const secs = (performance.now() - t0) / 1000;
           output.dataset.state = "done";
           status.textContent = `Done (${data.finish_reason}): ${n} tokens, ${(n / secs).toFixed(1)} tokens/s.`;
-          answer.show(info, { model: data.model, version: data.model_version, ms: first ?? 0, note: `first token; ${Math.round(1000 * secs)} ms in all` });
+          const latency = `${Math.round(first ?? 0)} ms to the first token, ${Math.round(1000 * secs)} ms in all`;
+          answer.show(info, { model: data.model, version: data.model_version, latency });
           continue;
         }
         if (first === null) first = performance.now() - t0;
