@@ -9,6 +9,7 @@ the gateway's origin goes through). Screenshots go to build/playground/ (three a
 from __future__ import annotations
 
 import base64
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +17,9 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from PIL import Image
 
-from tests.support.procs import ROOT, GatewayHandle
+from tests.support.procs import ROOT, GatewayHandle, TritonHandle, start_gateway
 
 pytestmark = pytest.mark.slow
 
@@ -44,8 +46,9 @@ def context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         if os.environ.get("CI") == "true":
             pytest.fail(msg)
         pytest.skip(msg)
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    expect.set_options(timeout=TIMEOUT_MS)
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         ctx = pw.chromium.launch_persistent_context(
@@ -63,7 +66,9 @@ def context(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 class Page:
     """A loaded playground page plus what it did: console errors, page errors, foreign requests."""
 
-    def __init__(self, context: object, gateway: GatewayHandle, fragment: str = "") -> None:
+    def __init__(
+        self, context: object, gateway: GatewayHandle, fragment: str = "", wait: bool = True
+    ) -> None:
         self.gateway = gateway
         self.origin = urlsplit(gateway.url).netloc
         self.errors: list[str] = []
@@ -73,7 +78,8 @@ class Page:
         self.page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
         self.page.route("**/*", self._route)
         self.page.goto(f"{gateway.url}/playground{fragment}")
-        self.page.wait_for_selector("body[data-ready=true]")
+        if wait:
+            self.page.wait_for_selector("body[data-ready=true]")
 
     def _route(self, route: object, request: object) -> None:
         url = urlsplit(request.url)  # type: ignore[attr-defined]
@@ -174,8 +180,15 @@ def test_bad_inputs_show_the_api_message(open_page, tmp_path: Path) -> None:  # 
     panel.locator("[data-action=classify]").click()  # an empty canvas is an empty upload
     expect(error).to_contain_text("422")
     expect(error).to_contain_text("empty")
+    # oversized: a small file that decodes to 36 M pixels (the gateway refuses above 25 M)
+    buf = io.BytesIO()
+    Image.new("1", (6000, 6000)).save(buf, "PNG")
+    huge = {"name": "huge.png", "mimeType": "image/png", "buffer": buf.getvalue()}
+    panel.locator("input[data-role=file]").set_input_files(huge)
+    expect(error).to_contain_text("413")
+    expect(error).to_contain_text("exceeds the limit")
     # the browser logs each 4xx answer as a failed resource load; nothing else may appear
-    p.close(allowed_errors=("status of 415", "status of 422"))
+    p.close(allowed_errors=("status of 413", "status of 415", "status of 422"))
 
 
 def loaded(img: object) -> None:
@@ -204,10 +217,10 @@ def test_segment_overlay_fractions_and_opacity(open_page) -> None:  # noqa: ANN0
     expect(panel.locator("[data-role=fractions] li").first).to_be_visible()
     fractions = panel.locator("[data-role=fractions] .num").all_inner_texts()
     assert abs(sum(float(f.rstrip("%")) for f in fractions) - 100) < 0.5 * len(fractions), fractions
-    panel.locator("input[data-role=opacity]").fill("80")
-    assert overlay.evaluate("i => i.style.opacity") == "0.8"
     expect(panel.locator("[data-role=meta]")).to_contain_text("model segmenter")
     p.shot("segment", "segmentation")
+    panel.locator("input[data-role=opacity]").fill("80")
+    assert overlay.evaluate("i => i.style.opacity") == "0.8"
     p.close()
 
 
@@ -284,13 +297,21 @@ def test_generation_streams_and_stops(open_page) -> None:  # noqa: ANN001
     tokens.fill(tokens.get_attribute("max") or "500")  # as long as the model allows: Stop comes first
     panel.locator("input[data-role=seed]").fill("1")
     output = panel.locator("output[data-role=output]")
+    # Inside the page, Stop is pressed once the text has grown twice (two chunks arrived): no
+    # round trip to the test process between them, so the whole answer cannot win the race.
+    output.evaluate(
+        """o => { window.seen = []; new MutationObserver((_, obs) => {
+             window.seen.push(o.textContent.length);
+             if (window.seen.length === 2) { obs.disconnect();
+               o.closest('section').querySelector('[data-action=stop]').click(); }
+           }).observe(o, {childList: true, characterData: true, subtree: true}); }"""
+    )
     panel.locator("[data-action=generate]").click()
-    p.page.wait_for_function("o => o.textContent.length >= 2", arg=output.element_handle())
-    panel.locator("[data-action=stop]").click()
     expect(output).to_have_attribute("data-state", "stopped")
     expect(panel.locator("[data-role=status]")).to_contain_text("Stopped")
+    seen = p.page.evaluate("window.seen")
     stopped = output.inner_text()
-    assert 2 <= len(stopped) < int(tokens.input_value())
+    assert seen[0] < seen[1] <= len(stopped) < int(tokens.input_value()), (seen, len(stopped))
     p.page.wait_for_timeout(300)  # nothing may arrive after Stop (not a timing assertion)
     assert output.inner_text() == stopped
     # and a whole answer: streamed until the model's own finish
@@ -299,6 +320,13 @@ def test_generation_streams_and_stops(open_page) -> None:  # noqa: ANN001
     expect(output).to_have_attribute("data-state", "done")
     expect(panel.locator("[data-role=meta]")).to_contain_text("request id ")
     p.shot("generate", "text_generation")
+    # a stream cut before the model's end: the page says it ended, and why (later routes win)
+    cut = 'data: {"text": "To be"}\r\n\r\n'
+    p.page.route("**/v1/generate", lambda route: route.fulfill(body=cut, content_type="text/event-stream"))
+    panel.locator("[data-action=generate]").click()
+    expect(output).to_have_attribute("data-state", "lost")
+    expect(output).to_have_text("To be")
+    expect(panel.locator("[data-role=status]")).to_contain_text("ended before the model said it was done")
     p.close()
 
 
@@ -336,3 +364,32 @@ def test_phone_width_keyboard_labels_and_live_metrics(open_page) -> None:  # noq
     expect(p.page.locator("#live-p50")).not_to_have_text("–")
     p.shot("phone")
     p.close()
+
+
+def test_with_api_keys_the_page_asks_for_the_key_and_sends_it(
+    context: object,
+    triton: TritonHandle,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Keys on: the page itself loads, the API answers 401 until the key is entered (sessionStorage),
+    then every call carries it."""
+    from playwright.sync_api import expect
+
+    key = "playground-test-key"
+    gw = start_gateway(triton.grpc_url, tmp_path_factory.mktemp("keyed"), env={"GATEWAY_API_KEYS": key})
+    try:
+        p = Page(context, gw, wait=False)
+        status = p.page.locator("#discovery")
+        expect(status).to_contain_text("401")
+        expect(status).to_contain_text("API key missing")
+        p.page.locator("#api-key").fill(key)
+        p.page.locator("#key-form button").click()  # stores the key for this tab and rediscovers
+        p.page.wait_for_selector("body[data-ready=true]")
+        panel = p.panel("classification")
+        panel.locator("[data-action=draw-7]").click()
+        expect(panel.locator("[data-role=top]")).to_have_count(1)
+        assert p.page.evaluate("sessionStorage.getItem('playground.apiKey')") == key
+        assert p.page.evaluate("localStorage.length") == 0
+        p.close(allowed_errors=("status of 401",))
+    finally:
+        gw.stop()

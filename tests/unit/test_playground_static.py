@@ -71,3 +71,8 @@ def test_samples_module_is_up_to_date() -> None:
     assert (STATIC / "samples.js").read_text() == playground_module(), (
         "regenerate: python -m training.samples --playground serving/gateway/static/playground/samples.js"
     )
+
+
+def test_readme_screenshots_are_committed() -> None:
+    shots = re.findall(r"\]\((docs/playground/[^)]+\.png)\)", (ROOT / "README.md").read_text())
+    assert len(shots) >= 3 and all((ROOT / s).is_file() for s in shots), shots
