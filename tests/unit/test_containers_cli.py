@@ -1,0 +1,121 @@
+"""`make images` / `make up` / `make down` faults: one clear line saying what to do, never a traceback.
+
+No Docker daemon is needed: the daemon, compose and the build are stood in for where a test says so;
+the missing-daemon case runs the real command against a socket nobody listens on.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from deploy import containers
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def one_line(exc: pytest.ExceptionInfo[SystemExit]) -> str:
+    message = str(exc.value.code)
+    assert message.startswith("containers: ") and "\n" not in message, message
+    return message
+
+
+def test_missing_daemon_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    env = {**os.environ, "DOCKER_HOST": f"unix://{tmp_path / 'none.sock'}", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "deploy.containers", "images"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "containers: no Docker daemon answers: run `make system-deps` as root (starts dockerd)"
+    ], done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+class Compose:
+    """Stands in for the compose binary: records each command, answers with ``rc``."""
+
+    def __init__(self, running: str = "", rc: int = 0) -> None:
+        self.running, self.rc, self.calls = running, rc, []
+
+    def __call__(self, cmd: list[str], **kwargs: object) -> SimpleNamespace:
+        self.calls.append(cmd)
+        if "ps" in cmd:
+            return SimpleNamespace(returncode=0, stdout=self.running)
+        return SimpleNamespace(returncode=self.rc, stdout="")
+
+
+@pytest.fixture
+def no_build(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(containers, "build_images", lambda with_builder=False: {})
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def test_port_taken_names_the_port_and_the_way_out(
+    monkeypatch: pytest.MonkeyPatch, no_build: None, taken_port: int
+) -> None:
+    compose = Compose(running="")
+    monkeypatch.setattr(containers.subprocess, "run", compose)
+    with pytest.raises(SystemExit) as exc:
+        containers.up("tiny", gpu=False, http_port=taken_port, grpc_port=taken_port)
+    message = one_line(exc)
+    assert f"127.0.0.1:{taken_port} is taken" in message and "--http-port" in message
+    assert not [c for c in compose.calls if "up" in c], "nothing is started"
+
+
+def test_up_twice_is_harmless(monkeypatch: pytest.MonkeyPatch, no_build: None, taken_port: int) -> None:
+    """The stack's own gateway holds the ports: no fault, compose up (idempotent) runs again."""
+    compose = Compose(running="triton\ngateway\nprometheus\n")
+    monkeypatch.setattr(containers.subprocess, "run", compose)
+    containers.up("tiny", gpu=False, http_port=taken_port, grpc_port=taken_port, models="classifier")
+    (up,) = [c for c in compose.calls if "up" in c]
+    assert up[-4:] == ["up", "-d", "--no-build", "--wait"]
+
+
+def test_failed_compose_up_is_one_line(monkeypatch: pytest.MonkeyPatch, no_build: None) -> None:
+    monkeypatch.setattr(containers.subprocess, "run", Compose(rc=1))
+    monkeypatch.setattr(containers, "port_free", lambda port: True)
+    with pytest.raises(SystemExit) as exc:
+        containers.up("tiny", gpu=False, http_port=1, grpc_port=2)
+    assert "make down cleans up" in one_line(exc)
+
+
+def test_down_while_nothing_runs_is_harmless(monkeypatch: pytest.MonkeyPatch) -> None:
+    compose = Compose(rc=0)  # compose down of an absent project succeeds
+    monkeypatch.setattr(containers.subprocess, "run", compose)
+    containers.down(gpu=False)
+    (down,) = compose.calls
+    assert down[-5:] == ["down", "-v", "--remove-orphans", "--timeout", "20"]
+    monkeypatch.setattr(containers.subprocess, "run", Compose(rc=1))
+    with pytest.raises(SystemExit) as exc:
+        containers.down(gpu=False)
+    assert one_line(exc) == "containers: compose down failed (see above)"
+
+
+def test_failed_build_names_the_image_and_the_last_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    def build(**kwargs: object) -> None:
+        raise RuntimeError("Step 7/9 : RUN pip install ...\nERROR: No matching distribution found for x")
+
+    monkeypatch.setattr(containers, "client", lambda: SimpleNamespace(images=SimpleNamespace(build=build)))
+    for step in ("debs", "base_image"):
+        monkeypatch.setattr(containers, step, lambda *a: None)
+    monkeypatch.setattr(containers.wheelhouse, "collect", lambda *a: None)
+    with pytest.raises(SystemExit) as exc:
+        containers.build_images()
+    assert one_line(exc) == (
+        "containers: building tritonstack/gateway:0.1.0 from deploy/docker/gateway.Dockerfile failed: "
+        "ERROR: No matching distribution found for x"
+    )
