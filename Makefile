@@ -56,6 +56,13 @@ $(ART)/lstm/model.pt: $(TEXT_DEPS) training/models/lstm_lm.py
 $(ART)/gpt/model.pt: $(TEXT_DEPS) training/models/gpt.py
 	$(PY) -m training.generate --arch gpt $(TRAIN_FLAGS) --out $(@D)
 
+TRANSLATE_DEPS := $(COMMON) training/translate.py training/data/numbers.py
+$(ART)/seq2seq/model.pt: $(TRANSLATE_DEPS) training/models/seq2seq_attn.py
+	$(PY) -m training.translate --arch seq2seq_attn $(TRAIN_FLAGS) --out $(@D)
+# the Transformer's length-bucket figure puts the seq2seq run beside its own
+$(ART)/transformer/model.pt: $(TRANSLATE_DEPS) training/models/transformer_seq2seq.py $(ART)/seq2seq/model.pt
+	$(PY) -m training.translate --arch transformer_seq2seq $(TRAIN_FLAGS) --out $(@D) --compare-with $(ART)/seq2seq
+
 # checkpoint:served-name for every model `make serve` serves
 CHECKPOINTS := $(ART)/classifier/model.pt:classifier $(ART)/segmenter/model.pt:segmenter \
 	$(ART)/sr_x2/sr_psnr_x2/model.pt:sr_psnr_x2 $(ART)/sr_x2/sr_gan_x2/model.pt:sr_gan_x2 \

@@ -115,12 +115,12 @@ def encode_sources(texts: list[str]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def greedy(model: nn.Module, src: torch.Tensor) -> list[Translation]:
+def greedy(net: nn.Module, src: torch.Tensor) -> list[Translation]:
     """Greedy decoding of a batch through the models' ``encode``/``step`` API (what is served).
 
     src (N, S) int64, PAD-padded. Every row decodes until EOS or ``max_target_len`` positions.
     """
-    model.eval()
+    model: Any = net.eval()  # encode/step/cfg: the transducers' own API
     cfg = model.cfg
     n = src.shape[0]
     mask = src != PAD
@@ -324,7 +324,9 @@ def main(argv: list[str] | None = None) -> dict:
     model = build_model(args.arch, cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
     total_steps = epochs * steps
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=0.1)
+    # warm-up of at least 2 steps: OneCycleLR divides by zero on a 1-step phase (short runs)
+    warmup = max(0.1, 2.0 / total_steps)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total_steps, pct_start=warmup)
     rng = np.random.default_rng(args.seed)
     held_out = numbers.examples(prof["eval_examples"], EVAL_SEED + args.seed, held_out=True)
     monitor = held_out[: min(256, len(held_out))]
@@ -337,7 +339,7 @@ def main(argv: list[str] | None = None) -> dict:
             total = 0.0
             for _ in range(steps):
                 src, tin, tout = (t.to(device) for t in train_batch(rng, batch))
-                loss = model.loss(src, tin, tout)
+                loss = model.loss(src, tin, tout)  # type: ignore[operator]
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -24,6 +24,7 @@ _MODULES = (
     "anomaly",
     "denoising",
     "sampling",
+    "translation",
 )
 
 

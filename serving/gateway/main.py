@@ -33,6 +33,7 @@ from serving.gateway.routes import (
     sample,
     segment,
     super_resolve,
+    translate,
 )
 from serving.gateway.settings import Settings
 from serving.gateway.triton import ModelCatalog, TritonClient
@@ -51,6 +52,7 @@ ROUTERS = [
     sample.router,
     generate.router,
     chat.router,
+    translate.router,
 ]
 
 # KServe v2 front door for existing Triton clients; the operators' API (left out of the public doc).

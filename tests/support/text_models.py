@@ -46,3 +46,18 @@ def load_generator_module(version_dir: Path) -> Any:
     sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
     spec.loader.exec_module(module)
     return module
+
+
+# Translation (spelled-out numbers -> digits): the tiny profile for one round, a few seconds per model.
+TRANSLATION_ARGS = ["--profile", "tiny", "--epochs", "1", "--no-progress", "--threads", "2"]
+TRANSLATION_SERVED = {"seq2seq_attn": "seq2seq", "transformer_seq2seq": "transformer"}
+
+
+def translation_checkpoint(arch: str) -> Path:
+    from training import translate
+
+    args = [*TRANSLATION_ARGS, "--arch", arch]
+    sources = [ROOT / "training" / f for f in ("translate.py", "data/numbers.py", f"models/{arch}.py")]
+    return cached_checkpoint(
+        f"translation-{arch}", lambda out: translate.main([*args, "--out", str(out)]), sources, " ".join(args)
+    )

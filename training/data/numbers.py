@@ -106,7 +106,8 @@ def spell(n: int, style: Style = Style()) -> str:
         raise ValueError(f"{n} is outside 0..{10**MAX_DIGITS - 1}")
     if n == 0:
         return "zero"
-    groups, rest = [], n
+    groups: list[str] = []
+    rest = n
     for scale, name in SCALES:
         g, rest = divmod(rest, scale)
         if g:

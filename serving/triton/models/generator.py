@@ -258,10 +258,27 @@ def _text(value: Any) -> str:
     return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
+def ort_session(path: str, params: dict[str, str], args: dict[str, Any]) -> Any:
+    """An onnxruntime session as the config asks: ``intra_op_threads``, ``allow_spinning``, ``device``."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(params.get("intra_op_threads", "1"))
+    opts.inter_op_num_threads = 1
+    spin = params.get("allow_spinning", "0")  # spinning loses badly when cores are shared
+    opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    providers: list[Any] = ["CPUExecutionProvider"]
+    if params.get("device") == "gpu" and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(
+            0, ("CUDAExecutionProvider", {"device_id": int(args.get("model_instance_device_id", 0))})
+        )
+    return ort.InferenceSession(path, sess_options=opts, providers=providers)
+
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
-        import onnxruntime as ort
-
         config = json.loads(args["model_config"])
         if not pb_utils.using_decoupled_model_transaction_policy(config):
             raise pb_utils.TritonModelException(
@@ -288,23 +305,7 @@ class TritonPythonModel:
         self.load_chunk = 1  # written by the decode thread each iteration
         self.stats, self.stats_since = self._zero_stats(), time.perf_counter()
 
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = int(params.get("intra_op_threads", "1"))
-        opts.inter_op_num_threads = 1
-        spin = params.get("allow_spinning", "0")  # spinning loses badly when cores are shared
-        opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
-        opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        providers: list[Any] = ["CPUExecutionProvider"]
-        if params.get("device") == "gpu" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(
-                0, ("CUDAExecutionProvider", {"device_id": int(args.get("model_instance_device_id", 0))})
-            )
-        session = ort.InferenceSession(
-            os.path.join(vdir, params.get("onnx_file", "decoder.onnx")),
-            sess_options=opts,
-            providers=providers,
-        )
+        session = ort_session(os.path.join(vdir, params.get("onnx_file", "decoder.onnx")), params, args)
         facts = json.loads(params.get("state", "{}"))
         if params.get("arch") == "gpt":
             self.engine: LstmEngine | GptEngine = GptEngine(
@@ -317,12 +318,16 @@ class TritonPythonModel:
         else:
             self.engine = LstmEngine(session, int(facts["num_layers"]), int(facts["hidden_size"]))
 
+        self._start_threads()
+
+    def _start_threads(self) -> None:
+        """The queue, the decode thread and the sender thread (also used by translator.py)."""
         self.cv = threading.Condition()
-        self.pending: list[Sequence] = []
-        self.active: list[Sequence] = []
+        self.pending: list[Any] = []
+        self.active: list[Any] = []
         self.stopping = False
         self.out_lock = threading.Lock()
-        self.outq: queue.SimpleQueue[Sequence | None] = queue.SimpleQueue()
+        self.outq: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._loop, name=f"{self.name}-decode", daemon=True)
         self.sender_thread = threading.Thread(target=self._send_loop, name=f"{self.name}-send", daemon=True)
         self.thread.start()
@@ -501,7 +506,7 @@ class TritonPythonModel:
         with self.out_lock:
             if tok is not None:
                 seq.out_ids.append(tok)
-                seq.out_text += text
+            seq.out_text += text
             seq.out_reason = seq.out_reason or reason
             seq.out_error = seq.out_error or error
             # The first token leaves at once (time to first token); later ones in chunks, bigger under load.
@@ -547,14 +552,7 @@ class TritonPythonModel:
                 elif error:
                     self._fail(seq.sender, error, pb_utils.TritonError.INTERNAL)
                 else:
-                    response = pb_utils.InferenceResponse(
-                        output_tensors=[
-                            pb_utils.Tensor("TEXT", np.array([text.encode("utf-8")], dtype=np.object_)),
-                            pb_utils.Tensor("TOKEN_IDS", np.array(ids, dtype=np.int64)),
-                            pb_utils.Tensor("FINISH_REASON", np.array([reason.encode()], dtype=np.object_)),
-                        ]
-                    )
-                    seq.sender.send(response, flags=FINAL if reason else 0)
+                    seq.sender.send(self._response(seq, ids, text, reason), flags=FINAL if reason else 0)
             except Exception as exc:  # the client went away since the last is_cancelled() check
                 seq.cancelled = seq.closed = True
                 try:
@@ -571,6 +569,15 @@ class TritonPythonModel:
             st["responses"] += 1
             st["cancel_check_s"] += t1 - t0
             st["send_s"] += clock() - t1
+
+    def _response(self, seq: Any, ids: list[int], text: str, reason: str) -> Any:
+        return pb_utils.InferenceResponse(
+            output_tensors=[
+                pb_utils.Tensor("TEXT", np.array([text.encode("utf-8")], dtype=np.object_)),
+                pb_utils.Tensor("TOKEN_IDS", np.array(ids, dtype=np.int64)),
+                pb_utils.Tensor("FINISH_REASON", np.array([reason.encode()], dtype=np.object_)),
+            ]
+        )
 
     def _close_cancelled(self, seq: Sequence) -> None:
         self.logger.log_info(
