@@ -24,7 +24,7 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.gateway import errors, validation, versions
+from serving.gateway import context, errors, validation, versions
 from serving.gateway.deps import get_catalog, request_id, time_left
 from serving.gateway.settings import Settings, get_settings
 from serving.gateway.triton import ModelCatalog, ModelInfo, build_request
@@ -112,7 +112,7 @@ async def translate(
         version=version,
         request_id=request_id(request),
     )
-    request.state.model = info.name
+    context.of(request).model = info.name
     result = None
     async for part in request.app.state.triton.stream_infer(req, timeout=time_left(request)):
         result = part  # one response (the final one)
