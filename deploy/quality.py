@@ -6,6 +6,11 @@
 Writes reports/quality.json. For each task the same held-out inputs go through the PyTorch
 checkpoint in this process and through the served model (HTTP, the task route), and the two
 figures must agree within the stated tolerance; the exit code is 1 when one does not.
+
+The "robustness" section (``deploy.robustness``; ``--no-robustness`` skips it) is the table of
+task x perturbation (what users send: other sizes, blocks, polarity, JPEG, shifts, colour modes),
+offline vs served, with the targets judged on the served figures; its plot is
+reports/robustness.png. ``--require-targets`` also exits 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -383,6 +388,14 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     p.add_argument("--out", type=Path, default=Path("reports/quality.json"))
+    p.add_argument(
+        "--robustness",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the task x perturbation table (deploy.robustness)",
+    )
+    p.add_argument("--robust-n", type=int, default=16, help="items per robustness cell")
+    p.add_argument("--require-targets", action="store_true", help="exit 1 when a robustness target is missed")
     args = p.parse_args(argv)
     stack = None
     if args.url is None:
@@ -393,8 +406,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         stack = start_local_stack(args.model_repository, Path(tempfile.mkdtemp(prefix="quality-")))
         args.url = stack.gateway_url
+    cells: list[Any] = []
     try:
         rows = run(args.url, args.artifacts, args.limit, args.tasks)
+        if args.robustness:
+            from deploy import robustness
+
+            start = time.perf_counter()
+            with httpx.Client(base_url=args.url, timeout=120) as client:
+                cells = robustness.run(client, args.artifacts, args.robust_n, args.tasks)
+            print(f"robustness: {len(cells)} cell(s) in {time.perf_counter() - start:.1f}s", file=sys.stderr)
     finally:
         if stack is not None:
             stack.stop()
@@ -406,10 +427,24 @@ def main(argv: list[str] | None = None) -> int:
         "rows": [r.to_dict() for r in rows],
         "all_agree": all(r.ok for r in rows),
     }
+    ok = bool(report["all_agree"])
+    if args.robustness:
+        from deploy import robustness
+
+        report["robustness"] = robustness.report(cells, args.robust_n)
+        plot = robustness.plot(cells, args.out.with_name("robustness.png")) if cells else None
+        report["robustness"]["plot"] = str(plot) if plot else None
+        ok = ok and report["robustness"]["all_agree"]
+        if args.require_targets:
+            ok = ok and report["robustness"]["all_targets_met"]
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(table(rows))
+    if args.robustness:
+        print(robustness.table(cells))
+        for line in report["robustness"]["failed_targets"]:
+            print(f"target missed: {line}")
     print(f"wrote {args.out}")
-    return 0 if report["all_agree"] else 1
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

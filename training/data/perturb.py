@@ -35,13 +35,26 @@ def render(
     return Image.fromarray(raw, mode="L").resize(wh, resample)
 
 
-def _jpeg(img: Image.Image, quality: int) -> Image.Image:
+def jpeg_bytes(img: Image.Image, quality: int) -> bytes:
     buf = io.BytesIO()
     img.save(buf, format="JPEG", quality=quality)
-    buf.seek(0)
-    out = Image.open(buf)
+    return buf.getvalue()
+
+
+def png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def decode(data: bytes) -> Image.Image:
+    out = Image.open(io.BytesIO(data))
     out.load()
     return out
+
+
+def _jpeg(img: Image.Image, quality: int) -> Image.Image:
+    return decode(jpeg_bytes(img, quality))
 
 
 def _noise(img: Image.Image, sigma: float, rng: np.random.Generator) -> Image.Image:
@@ -102,6 +115,20 @@ PERTURBATIONS: dict[str, Perturbation] = {
     "rgba": lambda r, i: _rgba(r),
     "palette": lambda r, i: _palette(r),
 }
+
+
+# Perturbations whose upload is a JPEG file: (the image before compression, quality).
+JPEG_UPLOADS: dict[str, tuple[Perturbation, int]] = {"jpeg50": (lambda r, i: render(r, USER_SIDE), 50)}
+
+
+def upload(name: str, raw: np.ndarray, i: int) -> tuple[bytes, str]:
+    """(bytes, content type) a user would send for ``PERTURBATIONS[name]``: the JPEG file itself for
+    the compressed case (decoding it gives exactly ``PERTURBATIONS[name]``'s pixels), else a PNG of
+    the image in its own mode (grey, RGB, RGBA or palette) at its own size."""
+    if name in JPEG_UPLOADS:
+        before, quality = JPEG_UPLOADS[name]
+        return jpeg_bytes(before(raw, i), quality), "image/jpeg"
+    return png_bytes(PERTURBATIONS[name](raw, i)), "image/png"
 
 
 def augment(raw: np.ndarray, rng: np.random.Generator) -> Image.Image:
