@@ -138,3 +138,31 @@ def test_canonical_document_of_blank_and_uniform_images() -> None:
     for value in (0, 128, 255):
         out = np.asarray(canonical_document(Image.new("L", (30, 20), value), 8))
         assert out.shape[0] == out.shape[1] and (out == out.flat[0]).all()
+
+
+def _exact_ink_box(arr: np.ndarray, background: float) -> tuple[int, int, int, int]:
+    """_ink_box's rule at full resolution in float64 (what it did for every size before)."""
+    contrast = background - float(arr.min())
+    ink = np.clip(background - arr.astype(np.float64) - 0.15 * contrast, 0, None)
+    spans = []
+    for axis in (1, 0):
+        cum = np.cumsum(ink.sum(axis=axis)) / ink.sum()
+        spans += [int(np.searchsorted(cum, 0.01)), int(np.searchsorted(cum, 0.99)) + 1]
+    return spans[0], spans[1], spans[2], spans[3]
+
+
+@pytest.mark.parametrize("shape", [(2000, 2000), (1500, 900), (257, 300)])
+def test_ink_box_of_big_uploads_matches_the_full_resolution_search(digits: np.ndarray, shape: tuple) -> None:
+    """A big upload's box is searched on a block-averaged copy: each edge within one block of the
+    exact full-resolution search; images up to _BOX_SEARCH_SIDE keep the exact search."""
+    from serving.imaging import _BOX_SEARCH_SIDE, _ink_box
+
+    factor = -(-max(shape) // _BOX_SEARCH_SIDE)
+    for raw in digits[:5]:
+        arr = np.asarray(render(raw, (shape[1], shape[0])))
+        exact = _exact_ink_box(arr, 255.0)
+        got = _ink_box(arr, 255.0)
+        assert got is not None
+        assert all(abs(g - e) <= factor for g, e in zip(got, exact, strict=True)), (got, exact)
+    small = np.asarray(render(digits[0], 64))
+    assert _ink_box(small, 255.0) == _exact_ink_box(small, 255.0)
