@@ -1,12 +1,13 @@
-"""FastAPI dependencies: the objects the lifespan owns, reached per request."""
+"""FastAPI dependencies: the objects the lifespan owns, reached per request, and the task routes'
+door to the inference service (:func:`infer`)."""
 
 from __future__ import annotations
 
 import numpy as np
 from starlette.requests import HTTPConnection, Request
 
-from serving.gateway import context, versions
-from serving.gateway.coalesce import Coalescer
+from serving.gateway import context, errors, versions
+from serving.gateway.inference import InferenceService
 from serving.gateway.metrics import GatewayMetrics
 from serving.gateway.triton import InferResult, ModelCatalog, ModelInfo, TritonClient
 
@@ -24,6 +25,10 @@ async def get_metrics(conn: HTTPConnection) -> GatewayMetrics:
     return conn.app.state.metrics
 
 
+async def get_inference(conn: HTTPConnection) -> InferenceService:
+    return conn.app.state.inference
+
+
 def request_id(conn: HTTPConnection) -> str:
     """The request id the guard middleware settled on (the client's X-Request-ID or a new one)."""
     return context.of(conn).request_id
@@ -35,6 +40,15 @@ def time_left(conn: HTTPConnection) -> float:
     return context.of(conn).time_left(conn.app.state.settings.triton_timeout_s)
 
 
+def version_for(request: Request, info: ModelInfo) -> str:
+    """The version for a task-route request (``?version=`` pins it); raises 422 on a malformed pin."""
+    pinned = request.query_params.get("version")
+    if pinned is not None and not versions.valid(pinned):
+        raise errors.unprocessable("invalid_parameter", f"version={pinned!r} is not a positive integer")
+    service: InferenceService = request.app.state.inference
+    return service.version(context.of(request), info.name, pinned, request.headers.get)
+
+
 async def infer(
     request: Request,
     model: ModelInfo,
@@ -42,37 +56,11 @@ async def infer(
     outputs: list[str] | None = None,
     version: str = "",
 ) -> InferResult:
-    """One Triton call, labelled for metrics and tagged with the request id.
+    """One inference for a task route, through the inference service (coalesced where it can be).
 
-    The version is ``version``, else ``?version=``, else the model's traffic split
-    (``versions.for_request``); the one that served goes out as ``X-Model-Version`` (Triton names
-    it; else the one asked for; else the catalogue's newest).
+    The version is ``version``, else ``?version=``, else the model's traffic split; the one that
+    served goes out as ``X-Model-Version``.
     """
-    context.of(request).model = model.name
-    version = version or versions.for_request(request, model)
-    state = request.app.state
-    client: TritonClient = state.triton
-    metrics: GatewayMetrics = state.metrics
-    settings = state.settings
-
-    async def call(feeds: dict[str, np.ndarray], timeout: float, rid: str) -> InferResult:
-        with metrics.triton_call(model.name):
-            return await client.infer(
-                model.name, feeds, outputs, version=version, timeout=timeout, request_id=rid
-            )
-
-    coalescer: Coalescer | None = getattr(state, "coalescer", None)
-    if coalescer is None or not settings.coalesce or model.max_batch_size <= 0 or model.decoupled:
-        result = await call(inputs, time_left(request), request_id(request))
-    else:
-        result = await coalescer.submit(
-            Coalescer.key(model.name, version, inputs, outputs),
-            inputs,
-            call,
-            max_rows=model.preferred_batch or model.max_batch_size,
-            max_calls=settings.coalesce_max_calls or 2 * model.instances,
-            timeout=time_left(request),
-            request_id=request_id(request),
-        )
-    versions.served(request, model.name, result.model_version or version or model.version)
-    return result
+    service: InferenceService = request.app.state.inference
+    ctx = context.of(request)
+    return await service.infer(ctx, model, inputs, outputs, version or version_for(request, model))

@@ -32,35 +32,17 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc as pb_grpc
 
 from serving.gateway import errors, kserve, validation
-from serving.gateway.guard import Guard, extract_key
-from serving.gateway.metrics import GatewayMetrics, Outcome
+from serving.gateway.auth import extract_key
+from serving.gateway.guard import Guard
+from serving.gateway.inference import InferenceService, grpc_status
+from serving.gateway.metrics import Outcome
 from serving.gateway.settings import Settings
-from serving.gateway.triton import TritonClient, map_rpc_error
-from serving.gateway.versions import VersionRouter
+from serving.gateway.triton import TritonError
 
 log = logging.getLogger("gateway.grpc")
 
-_TO_GRPC = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    401: grpc.StatusCode.UNAUTHENTICATED,
-    403: grpc.StatusCode.PERMISSION_DENIED,
-    404: grpc.StatusCode.NOT_FOUND,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    415: grpc.StatusCode.INVALID_ARGUMENT,
-    422: grpc.StatusCode.INVALID_ARGUMENT,
-    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    499: grpc.StatusCode.CANCELLED,
-    503: grpc.StatusCode.UNAVAILABLE,
-    504: grpc.StatusCode.DEADLINE_EXCEEDED,
-}
 _END = object()
 Metadata = Sequence[tuple[str, Any]]
-
-
-def grpc_code(status: int) -> grpc.StatusCode:
-    return _TO_GRPC.get(
-        status, grpc.StatusCode.INTERNAL if status >= 500 else grpc.StatusCode.INVALID_ARGUMENT
-    )
 
 
 def _peer_host(peer: str | None) -> str:
@@ -82,34 +64,16 @@ def _header_getter(metadata: Metadata) -> Callable[[str], str | None]:
 
 
 class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
-    """The servicer; reads the lifespan's objects from ``app.state`` at call time."""
+    """The servicer: the guard's rules, then the inference service (which owns the Triton calls)."""
 
-    def __init__(self, state: Any) -> None:
-        self.state = state
-        self.settings: Settings = state.settings
-        self.metrics: GatewayMetrics = state.metrics
+    def __init__(self, service: InferenceService, guard: Guard) -> None:
+        self.service, self.guard = service, guard
+        self.settings, self.metrics, self.triton = service.settings, service.metrics, service.triton
 
     # -- plumbing ------------------------------------------------------------------------------
 
-    @property
-    def triton(self) -> TritonClient:
-        return self.state.triton
-
-    @property
-    def guard(self) -> Guard:
-        return self.state.guard
-
     def _timeout(self, context: grpc.aio.ServicerContext) -> float:
-        left = context.time_remaining()  # the client's deadline, if it set one
-        if left is None:
-            return self.settings.triton_timeout_s
-        return min(left, self.settings.max_request_timeout_s)
-
-    async def _abort(self, context: grpc.aio.ServicerContext, exc: errors.APIError) -> None:
-        retry = (exc.headers or {}).get("Retry-After")
-        if retry:
-            context.set_trailing_metadata((("retry-after", retry),))
-        await context.abort(grpc_code(exc.status), exc.message)
+        return self.service.timeout(self.service.context(context.time_remaining()))
 
     @contextlib.asynccontextmanager
     async def _served(
@@ -120,12 +84,12 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
             outcome.model = model
             try:
                 yield outcome
-            except errors.APIError as exc:
+            except errors.APIError as exc:  # the gateway's refusal, or Triton's (passed through)
                 outcome.status = exc.status
-                await self._abort(context, exc)
-            except grpc.aio.AioRpcError as exc:  # Triton's answer: same code and message to our client
-                outcome.status = map_rpc_error(exc, outcome.model).status
-                await context.abort(exc.code(), exc.details() or "")
+                retry = (exc.headers or {}).get("Retry-After")
+                if retry and not isinstance(exc, TritonError):
+                    context.set_trailing_metadata((("retry-after", retry),))
+                await context.abort(*grpc_status(exc))
             except asyncio.CancelledError:
                 outcome.status = 499
                 raise
@@ -156,10 +120,8 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
 
     def _route_version(self, req: pb.ModelInferRequest, metadata: Metadata) -> None:
         if not req.model_version:
-            router: VersionRouter = self.state.versions
-            req.model_version = router.choose(
-                req.model_name, self.state.catalog.models.get(req.model_name), "", _header_getter(metadata)
-            )
+            ctx = self.service.context(None)
+            req.model_version = self.service.version(ctx, req.model_name, "", _header_getter(metadata))
 
     # -- health and metadata -------------------------------------------------------------------
 
@@ -188,7 +150,7 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ServerMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerMetadataResponse:
         async def call(_: Metadata) -> pb.ServerMetadataResponse:
-            resp = await self.triton.stub.ServerMetadata(request, timeout=self._timeout(context))
+            resp = await self.triton.server_metadata(self._timeout(context))
             keep = [e for e in resp.extensions if e in kserve.EXTENSIONS]
             del resp.extensions[:]
             resp.extensions.extend(keep)
@@ -200,7 +162,7 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelMetadataRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelMetadataResponse:
         async def call(_: Metadata) -> pb.ModelMetadataResponse:
-            return await self.triton.stub.ModelMetadata(request, timeout=self._timeout(context))
+            return await self.triton.model_metadata(request.name, request.version, self._timeout(context))
 
         return await self._guarded(context, "ModelMetadata", request.name, call)
 
@@ -208,7 +170,8 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelConfigRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelConfigResponse:
         async def call(_: Metadata) -> pb.ModelConfigResponse:
-            return await self.triton.stub.ModelConfig(request, timeout=self._timeout(context))
+            cfg = await self.triton.model_config(request.name, request.version, self._timeout(context))
+            return pb.ModelConfigResponse(config=cfg)
 
         return await self._guarded(context, "ModelConfig", request.name, call)
 
@@ -216,7 +179,7 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
         self, request: pb.ModelStatisticsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelStatisticsResponse:
         async def call(_: Metadata) -> pb.ModelStatisticsResponse:
-            return await self.triton.stub.ModelStatistics(request, timeout=self._timeout(context))
+            return await self.triton.model_statistics(request.name, request.version, self._timeout(context))
 
         return await self._guarded(context, "ModelStatistics", request.name, call)
 
@@ -226,9 +189,7 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
         """Read-only and limited to the served (READY) models: ``kserve.visible_index``."""
 
         async def call(_: Metadata) -> pb.RepositoryIndexResponse:
-            index = await self.triton.stub.RepositoryIndex(
-                pb.RepositoryIndexRequest(ready=True), timeout=self._timeout(context)
-            )
+            index = await self.triton.repository_index(self._timeout(context), ready=True)
             return pb.RepositoryIndexResponse(models=kserve.visible_index(index))
 
         return await self._guarded(context, "RepositoryIndex", "", call)
@@ -238,17 +199,14 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(
         self, request: pb.ModelInferRequest, context: grpc.aio.ServicerContext
     ) -> pb.ModelInferResponse:
-        name = request.model_name
-
         async def call(metadata: Metadata) -> pb.ModelInferResponse:
             self._check_inputs(request)
             self._route_version(request, metadata)
-            with self.metrics.triton_call(name):
-                resp = await self.triton.stub.ModelInfer(request, timeout=self._timeout(context))
+            resp = await self.service.infer_request(self.service.context(context.time_remaining()), request)
             context.set_trailing_metadata((("x-model-version", resp.model_version),))
             return resp
 
-        return await self._guarded(context, "ModelInfer", name, call)
+        return await self._guarded(context, "ModelInfer", request.model_name, call)
 
     async def ModelStreamInfer(
         self, request_iterator: AsyncIterator[pb.ModelInferRequest], context: grpc.aio.ServicerContext
@@ -264,47 +222,45 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
         key, client = extract_key(metadata), _peer_host(context.peer())
         out: asyncio.Queue[Any] = asyncio.Queue()
         pump: asyncio.Task[None] | None = None
-        call = None
         async with self._served(context, "ModelStreamInfer") as outcome:
-            try:
-                principal = await self.guard.authorize(key, route, client)
-                async with self.guard.admission():
+            principal = await self.guard.authorize(key, route, client)
+            async with self.guard.admission():
 
-                    async def upstream() -> AsyncIterator[pb.ModelInferRequest]:
-                        first = True
-                        async for req in request_iterator:
-                            outcome.model = outcome.model or req.model_name
-                            try:
-                                if not first and principal.limits:
-                                    await self.guard.authorize(key, route, client)
-                                self._check_inputs(req)
-                                self._route_version(req, metadata)
-                            except errors.APIError as exc:
-                                out.put_nowait(
-                                    pb.ModelStreamInferResponse(
-                                        error_message=f"[{exc.code}] {exc.message}",
-                                        infer_response=pb.ModelInferResponse(
-                                            model_name=req.model_name, id=req.id
-                                        ),
-                                    )
-                                )
-                                continue
-                            finally:
-                                first = False
-                            yield req
-
-                    left = context.time_remaining()
-                    call = self.triton.stub.ModelStreamInfer(upstream(), timeout=left)
-
-                    async def forward() -> None:
+                async def upstream() -> AsyncIterator[pb.ModelInferRequest]:
+                    first = True
+                    async for req in request_iterator:
+                        outcome.model = outcome.model or req.model_name
                         try:
-                            async for resp in call:
-                                out.put_nowait(resp)
-                            out.put_nowait(_END)
-                        except BaseException as exc:  # handed to the response loop, which re-raises it
-                            out.put_nowait(exc)
+                            if not first and principal.limits:
+                                await self.guard.authorize(key, route, client)
+                            self._check_inputs(req)
+                            self._route_version(req, metadata)
+                        except errors.APIError as exc:
+                            out.put_nowait(
+                                pb.ModelStreamInferResponse(
+                                    error_message=f"[{exc.code}] {exc.message}",
+                                    infer_response=pb.ModelInferResponse(
+                                        model_name=req.model_name, id=req.id
+                                    ),
+                                )
+                            )
+                            continue
+                        finally:
+                            first = False
+                        yield req
 
-                    pump = asyncio.create_task(forward())
+                responses = self.service.stream(upstream(), context.time_remaining())
+
+                async def forward() -> None:
+                    try:
+                        async for resp in responses:
+                            out.put_nowait(resp)
+                        out.put_nowait(_END)
+                    except BaseException as exc:  # handed to the response loop, which re-raises it
+                        out.put_nowait(exc)
+
+                pump = asyncio.create_task(forward())
+                try:
                     while True:
                         item = await out.get()
                         if item is _END:
@@ -312,11 +268,9 @@ class FrontDoor(pb_grpc.GRPCInferenceServiceServicer):
                         if isinstance(item, BaseException):
                             raise item
                         yield item
-            finally:
-                if pump is not None and not pump.done():
-                    pump.cancel()
-                if call is not None:
-                    call.cancel()
+                finally:
+                    if not pump.done():
+                        pump.cancel()  # which closes the stream to Triton (its call is cancelled)
 
     # -- not through the gateway ---------------------------------------------------------------
 
@@ -342,10 +296,11 @@ def server_options(settings: Settings) -> list[tuple[str, Any]]:
     ]
 
 
-async def start(state: Any, settings: Settings) -> tuple[grpc.aio.Server, int]:
+async def start(service: InferenceService, guard: Guard) -> tuple[grpc.aio.Server, int]:
     """Start the front door on ``settings.host:settings.grpc_port``; returns the server and its port."""
+    settings = service.settings
     server = grpc.aio.server(options=server_options(settings))
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(FrontDoor(state), server)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(FrontDoor(service, guard), server)
     port = server.add_insecure_port(f"{settings.host}:{settings.grpc_port}")
     await server.start()
     log.info("gRPC front door on %s:%d", settings.host, port)

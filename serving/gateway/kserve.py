@@ -272,11 +272,13 @@ def model_metadata(resp: pb.ModelMetadataResponse) -> dict[str, Any]:
     }
 
 
-def visible_index(resp: pb.RepositoryIndexResponse) -> list[pb.RepositoryIndexResponse.ModelIndex]:
+def visible_index(
+    index: list[pb.RepositoryIndexResponse.ModelIndex],
+) -> list[pb.RepositoryIndexResponse.ModelIndex]:
     """The repository index a public caller may see: the READY versions, i.e. what the gateway
     serves. Models that failed to load or were unloaded, and their reasons (paths, tracebacks), are
     for operators (``GET /admin/models``)."""
-    return [m for m in resp.models if m.state == "READY"]
+    return [m for m in index if m.state == "READY"]
 
 
 def message_to_json(msg: Message) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from serving.gateway import grpc_front
 from serving.gateway.coalesce import Coalescer
 from serving.gateway.errors import install_error_handlers
 from serving.gateway.guard import CORS_HEADERS, Guard, GuardMiddleware
+from serving.gateway.inference import InferenceService
 from serving.gateway.logs import configure_logging
 from serving.gateway.metrics import GatewayMetrics, MetricsMiddleware
 from serving.gateway.openapi import install_openapi
@@ -60,7 +61,8 @@ ROUTERS += [kserve_http.router, admin.router]
 ROUTERS += [playground.router]  # GET /playground: the try-it page (static files, left out of the doc)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, triton: TritonClient | None = None) -> FastAPI:
+    """The app; ``triton`` replaces the client of ``settings.triton_grpc_url`` (a fake in tests)."""
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.log_json)
     metrics = GatewayMetrics()
@@ -68,9 +70,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # The lifespan owns the Triton client: one channel per process, closed on shutdown.
-        triton = TritonClient(settings.triton_grpc_url, settings.triton_timeout_s)
-        catalog = ModelCatalog(triton, discovery_timeout_s=settings.discovery_timeout_s)
-        app.state.triton, app.state.catalog = triton, catalog
+        client = triton or TritonClient(settings.triton_grpc_url, settings.triton_timeout_s)
+        catalog = ModelCatalog(client, discovery_timeout_s=settings.discovery_timeout_s)
+        app.state.triton, app.state.catalog = client, catalog
+        app.state.inference = InferenceService(
+            settings, metrics, client, catalog, app.state.versions, app.state.coalescer
+        )
         await catalog.refresh()  # best effort: Triton may still be starting; the loop keeps trying
         catalog.start()
         log.info("gateway ready: triton=%s models=%s", settings.triton_grpc_url, sorted(catalog.models))
@@ -78,14 +83,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # the guard, the metrics and the traffic splits with the HTTP routes.
         grpc_server = None
         if settings.grpc_port is not None:
-            grpc_server, app.state.grpc_port = await grpc_front.start(app.state, settings)
+            grpc_server, app.state.grpc_port = await grpc_front.start(app.state.inference, app.state.guard)
         try:
             yield
         finally:
             if grpc_server is not None:
                 await grpc_front.stop(grpc_server, settings.graceful_shutdown_s)
             await catalog.stop()
-            await triton.close()
+            await client.close()
 
     app = FastAPI(
         title="Model gateway",

@@ -1,5 +1,10 @@
 """Asyncio client for Triton's KServe v2 gRPC API, and the catalogue of served models.
 
+:class:`TritonClient` makes every call the gateway makes to Triton (inference, streams, metadata,
+config, statistics, the repository index, load/unload); nothing else touches its gRPC stub. A
+failed call raises :class:`TritonError`: the gateway's status and code for the HTTP doors, with
+Triton's own gRPC code and message for the gRPC door, which passes them through.
+
 We call the generated gRPC stub directly instead of ``tritonclient.grpc.aio``: the design
 notes measured ~40% of the gateway's per-request CPU inside that client (request building,
 numpy round trips and its polling thread). Raw tensors go out as ``raw_input_contents`` and
@@ -13,7 +18,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,9 +132,21 @@ class InferResult:
     outputs: dict[str, np.ndarray]
 
 
-def map_rpc_error(exc: grpc.aio.AioRpcError, model: str = "") -> errors.APIError:
-    """Translate a gRPC failure from Triton into the gateway's error shape."""
+class TritonError(errors.APIError):
+    """A failed Triton call: the gateway's answer (status, code, message) and Triton's own."""
+
+    def __init__(self, api: errors.APIError, rpc_code: grpc.StatusCode, rpc_details: str) -> None:
+        super().__init__(api.status, api.code, api.message, api.headers)
+        self.rpc_code, self.rpc_details = rpc_code, rpc_details
+
+
+def map_rpc_error(exc: grpc.aio.AioRpcError, model: str = "") -> TritonError:
+    """Translate a gRPC failure from Triton into the gateway's error shape, keeping Triton's."""
     code, detail = exc.code(), exc.details() or ""
+    return TritonError(_gateway_error(code, detail, model), code, detail)
+
+
+def _gateway_error(code: grpc.StatusCode, detail: str, model: str) -> errors.APIError:
     if code == grpc.StatusCode.UNAVAILABLE and (
         "connect" in detail.lower()
         or "socket" in detail.lower()
@@ -230,6 +247,12 @@ class TritonClient:
     async def close(self) -> None:
         await self.channel.close()
 
+    async def _unary(self, method: str, message: Any, timeout: float | None, model: str = "") -> Any:
+        try:
+            return await getattr(self.stub, method)(message, timeout=timeout or self.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise map_rpc_error(exc, model) from None
+
     async def server_ready(self, timeout: float = 2.0) -> bool:
         try:
             return (await self.stub.ServerReady(pb.ServerReadyRequest(), timeout=timeout)).ready
@@ -245,13 +268,59 @@ class TritonClient:
         except grpc.aio.AioRpcError:
             return False
 
-    async def repository_index(self, timeout: float = 5.0) -> list[pb.RepositoryIndexResponse.ModelIndex]:
-        resp = await self.stub.RepositoryIndex(pb.RepositoryIndexRequest(ready=False), timeout=timeout)
+    async def server_metadata(self, timeout: float | None = None) -> pb.ServerMetadataResponse:
+        return await self._unary("ServerMetadata", pb.ServerMetadataRequest(), timeout)
+
+    async def model_metadata(
+        self, name: str, version: str = "", timeout: float | None = None
+    ) -> pb.ModelMetadataResponse:
+        return await self._unary(
+            "ModelMetadata", pb.ModelMetadataRequest(name=name, version=version), timeout, name
+        )
+
+    async def model_statistics(
+        self, name: str = "", version: str = "", timeout: float | None = None
+    ) -> pb.ModelStatisticsResponse:
+        req = pb.ModelStatisticsRequest(name=name, version=version)
+        return await self._unary("ModelStatistics", req, timeout, name)
+
+    async def repository_index(
+        self, timeout: float = 5.0, ready: bool = False
+    ) -> list[pb.RepositoryIndexResponse.ModelIndex]:
+        resp = await self._unary("RepositoryIndex", pb.RepositoryIndexRequest(ready=ready), timeout)
         return list(resp.models)
 
-    async def model_config(self, name: str, version: str = "", timeout: float = 5.0) -> Any:
-        resp = await self.stub.ModelConfig(pb.ModelConfigRequest(name=name, version=version), timeout=timeout)
-        return resp.config
+    async def model_config(self, name: str, version: str = "", timeout: float | None = 5.0) -> Any:
+        req = pb.ModelConfigRequest(name=name, version=version)
+        return (await self._unary("ModelConfig", req, timeout, name)).config
+
+    async def load(self, request: pb.RepositoryModelLoadRequest, timeout: float) -> None:
+        await self._unary("RepositoryModelLoad", request, timeout, request.model_name)
+
+    async def unload(self, request: pb.RepositoryModelUnloadRequest, timeout: float) -> None:
+        await self._unary("RepositoryModelUnload", request, timeout, request.model_name)
+
+    async def infer_request(
+        self, request: pb.ModelInferRequest, timeout: float | None
+    ) -> pb.ModelInferResponse:
+        """A KServe request as built by a door (kserve.py, the gRPC door), Triton's answer unparsed."""
+        try:
+            return await self.stub.ModelInfer(request, timeout=timeout or self.timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise map_rpc_error(exc, request.model_name) from None
+
+    async def stream(
+        self, requests: AsyncIterator[pb.ModelInferRequest], timeout: float | None, model: str = ""
+    ) -> AsyncGenerator[pb.ModelStreamInferResponse]:
+        """ModelStreamInfer, message by message; leaving the iteration cancels the call."""
+        call = self.stub.ModelStreamInfer(requests, timeout=timeout)
+        try:
+            async for msg in call:
+                yield msg
+        except grpc.aio.AioRpcError as exc:
+            raise map_rpc_error(exc, model) from None
+        finally:
+            call.cancel()
 
     async def discover(self, timeout: float = 5.0) -> dict[str, ModelInfo]:
         """Every READY model in Triton's repository, with its task facts from config parameters."""
@@ -301,11 +370,7 @@ class TritonClient:
         request_id: str = "",
     ) -> InferResult:
         req = build_request(model, inputs, outputs, version, request_id)
-        try:
-            resp = await self.stub.ModelInfer(req, timeout=timeout or self.timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            raise map_rpc_error(exc, model) from None
-        return parse_response(resp)
+        return parse_response(await self.infer_request(req, timeout))
 
     async def stream_infer(
         self, request: pb.ModelInferRequest, timeout: float | None = None
@@ -320,9 +385,9 @@ class TritonClient:
         async def one() -> AsyncIterator[pb.ModelInferRequest]:
             yield request
 
-        call = self.stub.ModelStreamInfer(one(), timeout=timeout or self.timeout_s)
+        messages = self.stream(one(), timeout or self.timeout_s, request.model_name)
         try:
-            async for msg in call:
+            async for msg in messages:
                 if msg.error_message:
                     raise errors.APIError(502, "upstream_error", f"generation failed: {msg.error_message}")
                 resp = msg.infer_response
@@ -335,10 +400,8 @@ class TritonClient:
                     yield parse_response(resp)
                 if final:
                     return
-        except grpc.aio.AioRpcError as exc:
-            raise map_rpc_error(exc, request.model_name) from None
         finally:
-            call.cancel()
+            await messages.aclose()  # cancels the call now, not when the generator is collected
 
 
 class ModelCatalog:
@@ -365,8 +428,8 @@ class ModelCatalog:
                 self.models = await self.client.discover(self.discovery_timeout_s)
                 self.last_refresh = time.monotonic()
                 return True
-            except grpc.aio.AioRpcError as exc:
-                log.warning("model discovery failed: %s", exc.code().name)
+            except TritonError as exc:
+                log.warning("model discovery failed: %s", exc.rpc_code.name)
                 return False
 
     async def _loop(self) -> None:

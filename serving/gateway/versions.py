@@ -24,10 +24,9 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from fastapi import Query, Request
+from fastapi import Query
 from pydantic import BaseModel, Field, field_validator, model_validator
 
-from serving.gateway import context, errors
 from serving.gateway.triton import ModelInfo
 
 _VERSION = re.compile(r"[1-9][0-9]{0,8}")
@@ -124,32 +123,15 @@ class VersionRouter:
         return split.model_dump() if split else None
 
 
-def for_request(request: Request, info: ModelInfo) -> str:
-    """The version for a task-route request (``?version=`` pins it); raises 422 on a malformed pin.
-
-    Every Triton call of one request uses the same version (tiles of one image, say), so the
-    version that served the first call is reused (see :func:`served`).
-    """
-    earlier = context.of(request).served.get(info.name)
-    if earlier:
-        return earlier
-    pinned = request.query_params.get("version")
-    if pinned is not None and not _VERSION.fullmatch(pinned):
-        raise errors.unprocessable("invalid_parameter", f"version={pinned!r} is not a positive integer")
-    router: VersionRouter = request.app.state.versions
-    return router.choose(info.name, info, pinned, request.headers.get)
-
-
-def served(request: Request, model: str, version: str) -> None:
-    """Record the version that answered: for X-Model-Version (guard.py) and the request's later calls."""
-    ctx = context.of(request)
-    ctx.served[model] = ctx.model_version = version
+def valid(version: str) -> bool:
+    """A version as Triton names them: a positive integer."""
+    return bool(_VERSION.fullmatch(version))
 
 
 async def version_query(version: VersionQuery = None) -> str | None:
     """Router dependency: documents (and validates) ``?version=`` on task routes.
 
-    ``deps.infer`` reads the query parameter itself, so a task route honours a pin even without
+    ``deps.version_for`` reads the query parameter itself, so a task route honours a pin even without
     this dependency; with it the parameter shows up in the OpenAPI document.
     """
     return version

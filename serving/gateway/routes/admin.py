@@ -33,7 +33,7 @@ from serving.gateway import errors
 from serving.gateway.auth import ADMIN_HEADER
 from serving.gateway.deps import get_catalog, get_triton
 from serving.gateway.guard import Guard
-from serving.gateway.triton import ModelCatalog, TritonClient, map_rpc_error
+from serving.gateway.triton import ModelCatalog, TritonClient, TritonError
 from serving.gateway.versions import TrafficSplit, VersionRouter
 
 log = logging.getLogger("gateway.admin")
@@ -71,10 +71,7 @@ async def get_versions(request: Request) -> VersionRouter:
 
 
 async def _index(triton: TritonClient) -> list[pb.RepositoryIndexResponse.ModelIndex]:
-    try:
-        return await triton.repository_index(timeout=10.0)
-    except grpc.aio.AioRpcError as exc:
-        raise map_rpc_error(exc) from None
+    return await triton.repository_index(timeout=10.0)
 
 
 def _model_entries(index: list[Any], name: str) -> list[dict[str, str]]:
@@ -130,10 +127,8 @@ async def load_model(
             versions.restricted[name] = frozenset(str(v) for v in wanted)
             await _load_versions(triton, name, wanted)
         else:
-            await triton.stub.RepositoryModelLoad(
-                pb.RepositoryModelLoadRequest(model_name=name), timeout=LOAD_TIMEOUT_S
-            )
-    except grpc.aio.AioRpcError as exc:
+            await triton.load(pb.RepositoryModelLoadRequest(model_name=name), LOAD_TIMEOUT_S)
+    except TritonError as exc:
         raise _repo_error(exc, name, "load") from None
     finally:
         await catalog.refresh()  # the catalogue lists the new versions READY before routes use them
@@ -151,22 +146,20 @@ async def _load_versions(triton: TritonClient, name: str, wanted: list[int]) -> 
     config, but Triton sees nothing changed on disk and keeps these versions; pass versions again.
     """
     try:
-        cfg = (await triton.stub.ModelConfig(pb.ModelConfigRequest(name=name), timeout=10.0)).config
-    except grpc.aio.AioRpcError as exc:
-        if exc.code() not in (
+        cfg = await triton.model_config(name, timeout=10.0)
+    except TritonError as exc:
+        if exc.rpc_code not in (
             grpc.StatusCode.NOT_FOUND,
             grpc.StatusCode.UNAVAILABLE,
             grpc.StatusCode.INVALID_ARGUMENT,
         ):
             raise
-        await triton.stub.RepositoryModelLoad(
-            pb.RepositoryModelLoadRequest(model_name=name), timeout=LOAD_TIMEOUT_S
-        )
-        cfg = (await triton.stub.ModelConfig(pb.ModelConfigRequest(name=name), timeout=10.0)).config
+        await triton.load(pb.RepositoryModelLoadRequest(model_name=name), LOAD_TIMEOUT_S)
+        cfg = await triton.model_config(name, timeout=10.0)
     cfg.version_policy.specific.versions[:] = wanted
     req = pb.RepositoryModelLoadRequest(model_name=name)
     req.parameters["config"].string_param = json_format.MessageToJson(cfg)
-    await triton.stub.RepositoryModelLoad(req, timeout=LOAD_TIMEOUT_S)
+    await triton.load(req, LOAD_TIMEOUT_S)
 
 
 @router.post("/models/{name}/unload", summary="Unload every version of a model")
@@ -181,8 +174,8 @@ async def unload_model(
     if body is not None and body.unload_dependents:
         req.parameters["unload_dependents"].bool_param = True
     try:
-        await triton.stub.RepositoryModelUnload(req, timeout=LOAD_TIMEOUT_S)
-    except grpc.aio.AioRpcError as exc:
+        await triton.unload(req, LOAD_TIMEOUT_S)
+    except TritonError as exc:
         raise _repo_error(exc, name, "unload") from None
     finally:
         await catalog.refresh()
@@ -194,12 +187,11 @@ async def unload_model(
     }
 
 
-def _repo_error(exc: grpc.aio.AioRpcError, name: str, what: str) -> errors.APIError:
-    mapped = map_rpc_error(exc, name)
-    if mapped.status in (502, 422) or exc.code() == grpc.StatusCode.INTERNAL:
+def _repo_error(exc: TritonError, name: str, what: str) -> errors.APIError:
+    if exc.status in (502, 422) or exc.rpc_code == grpc.StatusCode.INTERNAL:
         # Triton reports a failed load (bad files, missing version folder) as INTERNAL/INVALID_ARGUMENT.
-        return errors.APIError(409, f"{what}_failed", f"Triton could not {what} {name!r}: {exc.details()}")
-    return mapped
+        return errors.APIError(409, f"{what}_failed", f"Triton could not {what} {name!r}: {exc.rpc_details}")
+    return exc
 
 
 @router.get(

@@ -22,7 +22,7 @@ from sse_starlette.sse import EventSourceResponse
 
 from serving.gateway import errors
 from serving.gateway.deps import get_catalog, request_id
-from serving.gateway.routes.generate import _checked, _chunks, _version, pick_model, triton_request
+from serving.gateway.routes.generate import _checked, _chunks, _version, collect, pick_model, triton_request
 from serving.gateway.settings import Settings, get_settings
 from serving.gateway.triton import ModelCatalog, ModelInfo
 from serving.textgen import (
@@ -172,8 +172,8 @@ async def _chat(
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
         return EventSourceResponse(_sse(request, info, reqs, head, len(prompt), usage), ping=15)
-    results = await asyncio.gather(*(_collect(request, info, r) for r in reqs))
-    completion = sum(n for _, n, _ in results)
+    results = await asyncio.gather(*(collect(request, info, r) for r in reqs))
+    completion = sum(n for _, n, _, _ in results)
     return {
         **head,
         "object": "chat.completion",
@@ -184,7 +184,7 @@ async def _chat(
                 "logprobs": None,
                 "finish_reason": reason,
             }
-            for i, (text, _, reason) in enumerate(results)
+            for i, (text, _, reason, _) in enumerate(results)
         ],
         "usage": _usage(len(prompt), completion),
     }
@@ -196,14 +196,6 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
-
-
-async def _collect(request: Request, info: ModelInfo, req: Any) -> tuple[str, int, str]:
-    parts, tokens, reason = [], 0, ""
-    async for text, n, r, _ in _chunks(request, info, req):
-        parts.append(text)
-        tokens, reason = tokens + n, r or reason
-    return "".join(parts), tokens, reason or "length"
 
 
 async def _merged(request: Request, info: ModelInfo, reqs: list[Any]) -> AsyncIterator[tuple[int, Any]]:

@@ -19,8 +19,9 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
-from serving.gateway import context, errors, validation, versions
-from serving.gateway.deps import get_catalog, request_id, time_left
+from serving.gateway import context, errors, validation
+from serving.gateway.deps import get_catalog, request_id, version_for
+from serving.gateway.inference import InferenceService
 from serving.gateway.settings import Settings, get_settings
 from serving.gateway.triton import InferResult, ModelCatalog, ModelInfo, build_request
 from serving.textgen import MAX_STOP_CHARS, MAX_STOPS
@@ -149,15 +150,23 @@ def _chunk(result: InferResult) -> tuple[str, int, str]:
 
 async def _chunks(request: Request, info: ModelInfo, req: Any) -> AsyncIterator[tuple[str, int, str, str]]:
     """(text, tokens, finish_reason, version) per streamed response from Triton."""
-    context.of(request).model = info.name
-    client = request.app.state.triton
-    async for result in client.stream_infer(req, timeout=time_left(request)):
+    service: InferenceService = request.app.state.inference
+    async for result in service.stream_text(context.of(request), req):
         text, n, reason = _chunk(result)
         yield text, n, reason, result.model_version or req.model_version or info.version
 
 
+async def collect(request: Request, info: ModelInfo, req: Any, prefix: str = "") -> tuple[str, int, str, str]:
+    """One whole answer (text, tokens, finish_reason, version): what the routes that do not stream send."""
+    parts, tokens, reason, served = [prefix], 0, "", req.model_version or info.version
+    async for text, n, r, v in _chunks(request, info, req):
+        parts.append(text)
+        tokens, reason, served = tokens + n, r or reason, v
+    return "".join(parts), tokens, reason or "length", served
+
+
 def _version(request: Request, info: ModelInfo, pinned: str | None) -> str:
-    return pinned or versions.for_request(request, info)
+    return pinned or version_for(request, info)
 
 
 @router.post(
@@ -195,16 +204,13 @@ async def generate(
         return EventSourceResponse(
             _sse_generate(request, info, req, len(prompt)), ping=15, headers={"X-Model": info.name}
         )
-    parts, tokens, reason, served = [], 0, "", version or info.version
-    async for text, n, r, v in _chunks(request, info, req):
-        parts.append(text)
-        tokens, reason, served = tokens + n, r or reason, v
-    versions.served(request, info.name, served)
+    text, tokens, reason, served = await collect(request, info, req)
+    InferenceService.served(context.of(request), info.name, served)
     return GenerateResponse(
         model=info.name,
         model_version=served,
-        text="".join(parts),
-        finish_reason=reason or "length",
+        text=text,
+        finish_reason=reason,
         usage=Usage(prompt_tokens=len(prompt), completion_tokens=tokens, total_tokens=len(prompt) + tokens),
     )
 
@@ -273,15 +279,10 @@ async def completions(
         return EventSourceResponse(
             _sse_completions(request, info, req, head, prompt if body.echo else ""), ping=15
         )
-    parts, tokens, reason = [prompt] if body.echo else [], 0, ""
-    async for text, n, r, _ in _chunks(request, info, req):
-        parts.append(text)
-        tokens, reason = tokens + n, r or reason
+    text, tokens, reason, _ = await collect(request, info, req, prompt if body.echo else "")
     return {
         **head,
-        "choices": [
-            {"text": "".join(parts), "index": 0, "logprobs": None, "finish_reason": reason or "length"}
-        ],
+        "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": reason}],
         "usage": {
             "prompt_tokens": len(prompt),
             "completion_tokens": tokens,

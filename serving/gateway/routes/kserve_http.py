@@ -13,18 +13,16 @@ shared memory are not reachable here (403).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import grpc
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
-from tritonclient.grpc import service_pb2 as pb
 
-from serving.gateway import codecs, context, errors, kserve, versions
-from serving.gateway.deps import get_triton, request_id, time_left
-from serving.gateway.metrics import GatewayMetrics
-from serving.gateway.settings import Settings
-from serving.gateway.triton import TritonClient, map_rpc_error
+from serving.gateway import codecs, context, errors, kserve
+from serving.gateway.deps import get_inference, get_triton, time_left
+from serving.gateway.inference import InferenceService
+from serving.gateway.triton import TritonClient
 
 router = APIRouter(tags=["kserve-v2"])
 
@@ -49,16 +47,9 @@ INFER_BODY = {
 }
 
 
-async def _unary(request: Request, triton: TritonClient, method: str, message: Any, model: str = "") -> Any:
-    try:
-        return await getattr(triton.stub, method)(message, timeout=time_left(request))
-    except grpc.aio.AioRpcError as exc:
-        raise map_rpc_error(exc, model) from None
-
-
 @router.get("/v2", summary="Server metadata (KServe v2)")
 async def server_metadata(request: Request, triton: TritonClient = Depends(get_triton)) -> dict[str, Any]:
-    resp = await _unary(request, triton, "ServerMetadata", pb.ServerMetadataRequest())
+    resp = await triton.server_metadata(time_left(request))
     return {
         "name": resp.name,
         "version": resp.version,
@@ -87,148 +78,45 @@ async def ready(triton: TritonClient = Depends(get_triton)) -> dict[str, bool]:
     raise errors.upstream_unavailable("the inference server is not ready")
 
 
-# Each operation has a latest-version and a pinned-version path; thin endpoints share one body.
-_NOT_READY: dict[int | str, dict[str, Any]] = {400: {"description": "not ready, or no such model or version"}}
-_NO_MODEL: dict[int | str, dict[str, Any]] = {404: {"description": "no such model or version"}}
-
-
-# Statistics (Triton keeps them for loaded models only). Declared before ``/v2/models/{name}``, so
-# "stats" is not taken for a model name.
-
-_STATS_RESPONSES: dict[int | str, dict[str, Any]] = {400: {"description": "no such model or version"}}
-
-
-async def _stats(request: Request, triton: TritonClient, name: str, version: str) -> dict[str, Any]:
-    context.of(request).model = name
-    resp = await _unary(
-        request, triton, "ModelStatistics", pb.ModelStatisticsRequest(name=name, version=version), name
-    )
-    return kserve.message_to_json(resp)
-
-
 @router.get("/v2/models/stats", summary="Statistics of every served model (Triton extension)")
 async def all_statistics(request: Request, triton: TritonClient = Depends(get_triton)) -> dict[str, Any]:
-    return await _stats(request, triton, "", "")
+    return kserve.message_to_json(await triton.model_statistics(timeout=time_left(request)))
 
 
-@router.get(
-    "/v2/models/{name}/stats", summary="Model statistics (Triton extension)", responses=_STATS_RESPONSES
-)
-async def model_statistics(
-    request: Request, name: str = ModelName, triton: TritonClient = Depends(get_triton)
-) -> dict[str, Any]:
-    return await _stats(request, triton, name, "")
+# Per-model operations, each on a latest-version and a pinned-version path (``_per_version``).
 
 
-@router.get(
-    "/v2/models/{name}/versions/{version}/stats",
-    summary="Model version statistics (Triton extension)",
-    responses=_STATS_RESPONSES,
-)
-async def model_version_statistics(
-    request: Request,
-    name: str = ModelName,
-    version: str = Version,
-    triton: TritonClient = Depends(get_triton),
-) -> dict[str, Any]:
-    return await _stats(request, triton, name, version)
+async def _stats(request: Request, name: str, version: str) -> dict[str, Any]:
+    triton: TritonClient = request.app.state.triton
+    return kserve.message_to_json(await triton.model_statistics(name, version, time_left(request)))
 
 
-async def _metadata(request: Request, triton: TritonClient, name: str, version: str) -> dict[str, Any]:
-    context.of(request).model = name
-    resp = await _unary(
-        request, triton, "ModelMetadata", pb.ModelMetadataRequest(name=name, version=version), name
-    )
-    return kserve.model_metadata(resp)
+async def _metadata(request: Request, name: str, version: str) -> dict[str, Any]:
+    triton: TritonClient = request.app.state.triton
+    return kserve.model_metadata(await triton.model_metadata(name, version, time_left(request)))
 
 
-@router.get("/v2/models/{name}", summary="Model metadata (KServe v2)", responses=_NO_MODEL)
-async def model_metadata(
-    request: Request, name: str = ModelName, triton: TritonClient = Depends(get_triton)
-) -> dict[str, Any]:
-    return await _metadata(request, triton, name, "")
-
-
-@router.get(
-    "/v2/models/{name}/versions/{version}", summary="Model version metadata (KServe v2)", responses=_NO_MODEL
-)
-async def model_version_metadata(
-    request: Request,
-    name: str = ModelName,
-    version: str = Version,
-    triton: TritonClient = Depends(get_triton),
-) -> dict[str, Any]:
-    return await _metadata(request, triton, name, version)
-
-
-async def _ready(request: Request, triton: TritonClient, name: str, version: str) -> dict[str, Any]:
-    context.of(request).model = name
+async def _ready(request: Request, name: str, version: str) -> dict[str, Any]:
+    triton: TritonClient = request.app.state.triton
     if await triton.model_ready(name, version, timeout=2.0):
         return {"name": name, "version": version, "ready": True}
     what = f"model {name!r}" + (f" version {version}" if version else "")
     raise errors.bad_request("model_not_ready", f"{what} is not ready (or not served)")  # Triton: 400
 
 
-@router.get("/v2/models/{name}/ready", summary="Model readiness (KServe v2)", responses=_NOT_READY)
-async def model_ready(
-    request: Request, name: str = ModelName, triton: TritonClient = Depends(get_triton)
-) -> dict[str, Any]:
-    return await _ready(request, triton, name, "")
-
-
-@router.get(
-    "/v2/models/{name}/versions/{version}/ready",
-    summary="Model version readiness (KServe v2)",
-    responses=_NOT_READY,
-)
-async def model_version_ready(
-    request: Request,
-    name: str = ModelName,
-    version: str = Version,
-    triton: TritonClient = Depends(get_triton),
-) -> dict[str, Any]:
-    return await _ready(request, triton, name, version)
-
-
-async def _config(request: Request, triton: TritonClient, name: str, version: str) -> dict[str, Any]:
-    context.of(request).model = name
-    resp = await _unary(
-        request, triton, "ModelConfig", pb.ModelConfigRequest(name=name, version=version), name
-    )
-    return kserve.message_to_json(resp.config)
-
-
-@router.get("/v2/models/{name}/config", summary="Model configuration (Triton extension)", responses=_NO_MODEL)
-async def model_config(
-    request: Request, name: str = ModelName, triton: TritonClient = Depends(get_triton)
-) -> dict[str, Any]:
-    return await _config(request, triton, name, "")
-
-
-@router.get(
-    "/v2/models/{name}/versions/{version}/config",
-    summary="Model version configuration (Triton extension)",
-    responses=_NO_MODEL,
-)
-async def model_version_config(
-    request: Request,
-    name: str = ModelName,
-    version: str = Version,
-    triton: TritonClient = Depends(get_triton),
-) -> dict[str, Any]:
-    return await _config(request, triton, name, version)
+async def _config(request: Request, name: str, version: str) -> dict[str, Any]:
+    triton: TritonClient = request.app.state.triton
+    return kserve.message_to_json(await triton.model_config(name, version, time_left(request)))
 
 
 async def _infer(request: Request, name: str, version: str) -> Response:
-    context.of(request).model = name
-    state = request.app.state
-    triton: TritonClient = state.triton
-    settings: Settings = state.settings
+    service: InferenceService = await get_inference(request)
+    settings = service.settings
     headers = request.headers
     body = await codecs.read_body(request, settings)
     body = kserve.decompress(body, headers.get("content-encoding"), settings.max_upload_bytes)
     header, tail = kserve.split_body(body, headers.get("inference-header-content-length"))
-    info = state.catalog.models.get(name)  # no await: an unknown model is Triton's 404 below
+    info = service.catalog.models.get(name)  # no await: an unknown model is Triton's 404 below
     if info is not None and info.decoupled:  # 501: what Triton's HTTP endpoint answers here
         raise errors.APIError(
             501,
@@ -237,18 +125,12 @@ async def _infer(request: Request, name: str, version: str) -> Response:
             "gRPC ModelStreamInfer (tritonclient.grpc start_stream) on "
             "the gateway's gRPC port, or its task route",
         )
-    router_: versions.VersionRouter = state.versions
-    chosen = router_.choose(name, info, version, headers.get)
+    ctx = context.of(request)
+    chosen = service.version(ctx, name, version, headers.get)
     req, plan = kserve.build_request(
-        header, tail, name, chosen, request_id(request), info, settings.max_tensor_elements
+        header, tail, name, chosen, ctx.request_id, info, settings.max_tensor_elements
     )
-    metrics: GatewayMetrics = state.metrics
-    try:
-        with metrics.triton_call(name):
-            resp = await triton.stub.ModelInfer(req, timeout=time_left(request))
-    except grpc.aio.AioRpcError as exc:
-        raise map_rpc_error(exc, name) from None
-    versions.served(request, name, resp.model_version)
+    resp = await service.infer_request(ctx, req)
     payload, header_length = kserve.encode_response(resp, plan)
     payload, encoding = kserve.compress(payload, headers.get("accept-encoding"))
     out_headers = {"X-Model-Version": resp.model_version}
@@ -275,28 +157,6 @@ _INFER_RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 @router.post(
-    "/v2/models/{name}/infer",
-    summary="Inference (KServe v2; JSON or binary tensors)",
-    openapi_extra=INFER_BODY,
-    response_class=Response,
-    responses=_INFER_RESPONSES,
-)
-async def infer(request: Request, name: str = ModelName) -> Response:
-    return await _infer(request, name, "")
-
-
-@router.post(
-    "/v2/models/{name}/versions/{version}/infer",
-    summary="Inference on one model version (KServe v2)",
-    openapi_extra=INFER_BODY,
-    response_class=Response,
-    responses=_INFER_RESPONSES,
-)
-async def infer_version(request: Request, name: str = ModelName, version: str = Version) -> Response:
-    return await _infer(request, name, version)
-
-
-@router.post(
     "/v2/repository/index",
     summary="Repository index (Triton extension; read-only, the served models)",
     response_model=list[dict[str, str]],
@@ -305,7 +165,7 @@ async def repository_index(
     request: Request, triton: TritonClient = Depends(get_triton)
 ) -> list[dict[str, str]]:
     # The body ({"ready": bool}) changes nothing: only READY models are listed either way.
-    index = await _unary(request, triton, "RepositoryIndex", pb.RepositoryIndexRequest(ready=True))
+    index = await triton.repository_index(time_left(request), ready=True)
     return [{"name": m.name, "version": m.version, "state": m.state} for m in kserve.visible_index(index)]
 
 
@@ -317,3 +177,73 @@ def not_here(what: str) -> JSONResponse:
 async def repository(rest: str) -> JSONResponse:
     # tritonclient's load_model/unload_model land here: say where model control lives instead of a bare 404.
     return not_here("model repository control is not public; operators use the admin API under /admin")
+
+
+_NOT_READY: dict[int | str, dict[str, Any]] = {400: {"description": "not ready, or no such model or version"}}
+_NO_MODEL: dict[int | str, dict[str, Any]] = {404: {"description": "no such model or version"}}
+_STATS_RESPONSES: dict[int | str, dict[str, Any]] = {400: {"description": "no such model or version"}}
+Handler = Callable[[Request, str, str], Awaitable[Any]]
+
+
+def _per_version(
+    method: str, suffix: str, ops: tuple[str, str], summaries: tuple[str, str], handler: Handler, **route: Any
+) -> None:
+    """Register ``handler`` on ``/v2/models/{name}<suffix>`` and ``.../versions/{version}<suffix>``."""
+
+    async def latest(request: Request, name: str = ModelName) -> Any:
+        context.of(request).model = name
+        return await handler(request, name, "")
+
+    async def pinned(request: Request, name: str = ModelName, version: str = Version) -> Any:
+        context.of(request).model = name
+        return await handler(request, name, version)
+
+    paths = (f"/v2/models/{{name}}{suffix}", f"/v2/models/{{name}}/versions/{{version}}{suffix}")
+    endpoints: tuple[Callable[..., Awaitable[Any]], ...] = (latest, pinned)
+    for path, endpoint, op, summary in zip(paths, endpoints, ops, summaries, strict=True):
+        router.add_api_route(path, endpoint, methods=[method], name=op, summary=summary, **route)
+
+
+# Declared after "/v2/models/stats", so "stats" is not taken for a model name.
+_per_version(
+    "GET",
+    "/stats",
+    ("model_statistics", "model_version_statistics"),
+    ("Model statistics (Triton extension)", "Model version statistics (Triton extension)"),
+    _stats,
+    responses=_STATS_RESPONSES,
+)
+_per_version(
+    "GET",
+    "",
+    ("model_metadata", "model_version_metadata"),
+    ("Model metadata (KServe v2)", "Model version metadata (KServe v2)"),
+    _metadata,
+    responses=_NO_MODEL,
+)
+_per_version(
+    "GET",
+    "/ready",
+    ("model_ready", "model_version_ready"),
+    ("Model readiness (KServe v2)", "Model version readiness (KServe v2)"),
+    _ready,
+    responses=_NOT_READY,
+)
+_per_version(
+    "GET",
+    "/config",
+    ("model_config", "model_version_config"),
+    ("Model configuration (Triton extension)", "Model version configuration (Triton extension)"),
+    _config,
+    responses=_NO_MODEL,
+)
+_per_version(
+    "POST",
+    "/infer",
+    ("infer", "infer_version"),
+    ("Inference (KServe v2; JSON or binary tensors)", "Inference on one model version (KServe v2)"),
+    _infer,
+    openapi_extra=INFER_BODY,
+    response_class=Response,
+    responses=_INFER_RESPONSES,
+)
