@@ -24,8 +24,9 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.gateway import context, errors, validation, versions
-from serving.gateway.deps import get_catalog, request_id, time_left
+from serving.gateway import context, errors, validation
+from serving.gateway.deps import get_catalog, request_id, version_for
+from serving.gateway.inference import InferenceService
 from serving.gateway.settings import Settings, get_settings
 from serving.gateway.triton import ModelCatalog, ModelInfo, build_request
 
@@ -105,22 +106,23 @@ async def translate(
 ) -> Any:
     info = await pick_model(catalog, body.model)
     text = normalize(info, body.text, settings)
-    version = body.version or versions.for_request(request, info)
+    version = body.version or version_for(request, info)
     req = build_request(
         info.name,
         {"TEXT": np.array([text.encode("utf-8")], dtype=object)},
         version=version,
         request_id=request_id(request),
     )
-    context.of(request).model = info.name
+    service: InferenceService = request.app.state.inference
+    ctx = context.of(request)
     result = None
-    async for part in request.app.state.triton.stream_infer(req, timeout=time_left(request)):
+    async for part in service.stream_text(ctx, req):
         result = part  # one response (the final one)
     if result is None:
         raise errors.APIError(502, "upstream_error", f"model {info.name!r} sent no response")
     out = result.outputs
     served = result.model_version or version or info.version
-    versions.served(request, info.name, served)
+    service.served(ctx, info.name, served)
     raw = out["TEXT"].reshape(-1)[0]
     response = TranslateResponse(
         model=info.name,
