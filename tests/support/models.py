@@ -86,7 +86,13 @@ def anomaly_checkpoint() -> Path:
 
     sources = [
         ROOT / "training" / f
-        for f in ("anomaly.py", "models/autoencoder.py", "data/anomaly.py", "data/digits.py")
+        for f in (
+            "anomaly.py",
+            "models/autoencoder.py",
+            "data/anomaly.py",
+            "data/digits.py",
+            "data/perturb.py",
+        )
     ]
     return cached_checkpoint(
         "anomaly", lambda out: anomaly.main([*TINY, "--out", str(out)]), sources, " ".join(TINY)
@@ -106,7 +112,10 @@ def sampler_checkpoint() -> Path:
     """The tiny DCGAN generator (model.pt; its judge.pt lies beside it)."""
     from training import gan_sample
 
-    sources = [ROOT / "training" / f for f in ("gan_sample.py", "models/dcgan.py", "data/digits.py")]
+    sources = [
+        ROOT / "training" / f
+        for f in ("gan_sample.py", "models/dcgan.py", "data/digits.py", "data/perturb.py")
+    ]
     sources += [ROOT / "serving" / "latent.py"]
     return cached_checkpoint(
         "sampler", lambda out: gan_sample.main([*TINY, "--out", str(out)]), sources, " ".join(TINY)
@@ -119,7 +128,10 @@ CLASSIFIER_ARGS = ["--profile", "quick", "--epochs", "12", "--no-progress", "--t
 def classifier_checkpoint() -> Path:
     from training import classify
 
-    sources = [ROOT / "training" / f for f in ("classify.py", "models/resnet.py", "data/digits.py")]
+    sources = [
+        ROOT / "training" / f
+        for f in ("classify.py", "models/resnet.py", "data/digits.py", "data/perturb.py")
+    ]
     return cached_checkpoint(
         "classifier",
         lambda out: classify.main([*CLASSIFIER_ARGS, "--out", str(out)]),
