@@ -54,7 +54,8 @@ ATTENTION_NAME = "attention_map.png"
 # Held-out examples are drawn with this seed offset, so no profile or --seed trains on them.
 EVAL_SEED = 10_000
 # Per-profile recipe: rounds ("epochs") of `steps` optimiser steps on fresh batches of `batch` examples,
-# peak learning rate, held-out examples, model overrides per architecture.
+# peak learning rate, held-out examples, model overrides per architecture; "epochs" is one number or
+# one per architecture.
 PROFILES: dict[str, dict[str, Any]] = {
     "tiny": {
         "epochs": 2,
@@ -68,12 +69,18 @@ PROFILES: dict[str, dict[str, Any]] = {
         },
     },
     "quick": {
-        "epochs": 10,
+        # seq2seq: a quarter-size GRU at a higher peak lr; measured (1 thread, load ~15 on 2 shared
+        # cores): 190 CPU-s for the whole run, held-out exact match 0.9995 (0.984 after 300 steps).
+        # The Transformer keeps its recipe for now: 1000 steps, exact match 0.893, ~14 min.
+        "epochs": {"seq2seq_attn": 6, "transformer_seq2seq": 10},
         "steps": 100,
         "batch": 64,
-        "lr": {"seq2seq_attn": 3e-3, "transformer_seq2seq": 1e-3},
+        "lr": {"seq2seq_attn": 5e-3, "transformer_seq2seq": 1e-3},
         "eval_examples": 2000,
-        "model": {"seq2seq_attn": {}, "transformer_seq2seq": {}},
+        "model": {
+            "seq2seq_attn": {"embed_dim": 32, "enc_hidden": 64, "hidden_size": 128, "attn_dim": 64},
+            "transformer_seq2seq": {},
+        },
     },
     "full": {
         "epochs": 30,
@@ -317,7 +324,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     device = setup_run(args)
     prof = PROFILES[args.profile]
-    epochs = args.epochs or prof["epochs"]
+    epochs = args.epochs or (
+        prof["epochs"][args.arch] if isinstance(prof["epochs"], dict) else prof["epochs"]
+    )
     steps, batch, lr = prof["steps"], prof["batch"], prof["lr"][args.arch]
 
     cfg = model_config(args.arch, args.profile)
