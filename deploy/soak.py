@@ -10,9 +10,16 @@
 3. Per window: requests, errors by status, throughput, latency percentiles, and the resident
    memory (RSS) of the gateway, Triton and each of Triton's child processes (the Python-backend
    stubs that hold the onnxruntime sessions).
-4. Verdict: no errors, and no process grew beyond noise: RSS at the end (median of the last
-   windows) against RSS after the first window (warm-up: allocator arenas, caches, connection
-   pools settle there), allowed ``max(--rss-noise-mb, 10 %)``.
+4. Mixed in (issue 18; ``--no-mix`` to leave out): throughout the capacity run and the soak, one
+   closed loop of large super-resolution requests (``--mix-sr-side`` at ``--mix-sr-scale``) and one of
+   long streamed generations (``--mix-tokens`` new tokens), so the memory curve sees the requests
+   that need the most; their answers are counted apart (``mix``) and must all succeed too.
+5. RSS over time: the stack's total (Triton + its stubs + the gateway) every ``--rss-interval``
+   seconds (``rss_curve``); flat after warm-up = the median of the last quartile of the curve
+   against the median of the first (``rss_quartiles``), allowed ``max(--rss-noise-mb, 10 %)``.
+6. Verdict: no errors, the curve flat, and no process grew beyond noise: RSS at the end (median
+   of the last windows) against RSS after the first window (warm-up: allocator arenas, caches,
+   connection pools settle there), allowed ``max(--rss-noise-mb, 10 %)``.
 
 Writes ``<out>/soak.json`` and ``<out>/soak.png``; exits 1 when the verdict fails. Traffic goes
 only to 127.0.0.1 (or ``--url``), bounded by the duration; everything started here is stopped.
@@ -145,9 +152,21 @@ def plot(report: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("latency (ms)")
     ax.legend()
     ax = axes[2]
-    mem = report["memory"]
+    curve = report.get("rss_curve") or report["memory"]
+    ct = [m["t_s"] / 60 for m in curve]
+    if "total" in curve[0]:
+        ax.plot(ct, [m["total"] for m in curve], lw=1.5, color="black", label="stack total")
     for name in ("gateway", "triton", "triton_stubs_total"):
-        ax.plot([m["t_s"] / 60 for m in mem], [m.get(name) for m in mem], marker=".", label=name)
+        ax.plot(ct, [m.get(name) for m in curve], lw=1, label=name)
+    q = report.get("rss_quartiles") or {}
+    if q:
+        ax.axhline(q["first_quartile_median_mib"], color="grey", ls=":", lw=1, label="first quartile median")
+        ax.axhline(q["last_quartile_median_mib"], color="tab:red", ls=":", lw=1, label="last quartile median")
+    mix = report.get("mix")
+    if mix:
+        ax.set_title(
+            f"RSS over time; mixed in: {mix['requests']} large SR / long generations, {mix['failed']} failed"
+        )
     ax.set_ylabel("RSS (MiB)")
     ax.set_xlabel("minutes")
     ax.legend()
@@ -156,13 +175,107 @@ def plot(report: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def stack_total_mib(stack: Stack) -> dict[str, float]:
+    """One point of the RSS curve: the stack's total and its parts, MiB."""
+    m = memory_sample(stack)
+    parts = {k: m.get(k, 0.0) for k in ("gateway", "triton", "triton_stubs_total")}
+    parts = {k: (0.0 if v != v else v) for k, v in parts.items()}  # NaN: the process is gone
+    return {"total": round(sum(parts.values()), 2), **parts}
+
+
+def quartiles(curve: list[dict[str, float]], noise_mb: float, key: str = "total") -> dict[str, Any]:
+    """Median of the first and of the last quarter of the curve (time-ordered): flat when the last is
+    within ``max(noise_mb, 10 %)`` of the first."""
+    values = [p[key] for p in curve if key in p]
+    if len(values) < 4:
+        return {}
+    q = len(values) // 4
+    first, last = statistics.median(values[:q]), statistics.median(values[-q:])
+    allowed = max(noise_mb, 0.10 * first)
+    return {
+        "first_quartile_median_mib": round(first, 2),
+        "last_quartile_median_mib": round(last, 2),
+        "growth_mib": round(last - first, 2),
+        "allowed_mib": round(allowed, 2),
+        "min_mib": round(min(values), 2),
+        "max_mib": round(max(values), 2),
+        "ok": last - first <= allowed,
+    }
+
+
+class Mix:
+    """Closed loops of the heaviest legal requests beside the soak's load: large super-resolution and long
+    streamed generation, one in flight each, a pause between."""
+
+    def __init__(self, url: str, args: argparse.Namespace) -> None:
+        from deploy.loadtest.targets import generate_request, synthetic_png
+
+        sr = image_request(
+            "super-resolve",
+            synthetic_png(args.mix_sr_side, 3),
+            params={"scale": args.mix_sr_scale},
+        )
+        gen = generate_request("ROMEO:\n", args.mix_tokens)
+        for spec in (sr, gen):
+            if args.api_key:
+                spec.headers["Authorization"] = f"Bearer {args.api_key}"
+        self.targets = [
+            HttpTarget(url, sr, client="aiohttp", timeout_s=300.0, name="mix:super-resolve"),
+            HttpTarget(url, gen, client="aiohttp", timeout_s=300.0, name="mix:generate"),
+        ]
+        self.pause = args.mix_pause
+        self.counts: dict[str, dict[str, int]] = {t.name: {} for t in self.targets}
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _loop(self, target: HttpTarget) -> None:
+        while not self._stop.is_set():
+            try:
+                status = (await target.call()).status
+            except Exception as exc:  # counted as a failure, the loop goes on
+                status = f"exc:{type(exc).__name__}"
+            tally = self.counts[target.name]
+            tally[status] = tally.get(status, 0) + 1
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.pause)
+
+    async def start(self) -> None:
+        for t in self.targets:
+            await t.open(2)
+        self._tasks = [asyncio.create_task(self._loop(t)) for t in self.targets]
+
+    async def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for t in self.targets:
+            await t.close()
+        failed = sum(n for c in self.counts.values() for s, n in c.items() if not s.startswith("2"))
+        return {
+            "statuses": self.counts,
+            "requests": sum(sum(c.values()) for c in self.counts.values()),
+            "failed": failed,
+        }
+
+
+async def sample_curve(stack: Stack, curve: list[dict[str, float]], t0: float, every: float) -> None:
+    while True:
+        curve.append({"t_s": round(time.monotonic() - t0, 2), **stack_total_mib(stack)})
+        await asyncio.sleep(every)  # a sampling period, not a readiness wait
+
+
 async def soak(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     spec = image_request(args.route, model=args.model)
     if args.api_key:
         spec.headers["Authorization"] = f"Bearer {args.api_key}"
     target = HttpTarget(stack.url, spec, client=args.client, timeout_s=30.0)
     await target.open(max(args.concurrency, 64))
+    mix = Mix(stack.url, args) if args.mix else None
+    curve: list[dict[str, float]] = []
+    sampler: asyncio.Task[None] | None = None
+    mix_report: dict[str, Any] | None = None
     try:
+        if mix is not None:  # before the capacity run: the capacity is measured beside the mix
+            await mix.start()
         cap = summarise(await run_closed(target, args.concurrency, args.capacity_seconds, warmup_s=0.5))
         capacity = cap["throughput_rps"]
         if cap["failed"] or capacity <= 0:
@@ -174,6 +287,7 @@ async def soak(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
             flush=True,
         )
         t0 = time.monotonic()
+        sampler = asyncio.create_task(sample_curve(stack, curve, t0, args.rss_interval))
         memory = [{"t_s": 0.0, **memory_sample(stack)}]
         windows: list[dict[str, Any]] = []
         i = 0
@@ -196,6 +310,11 @@ async def soak(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
             )
             i += 1
     finally:
+        if sampler is not None:
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+        if mix is not None:
+            mix_report = await mix.stop()
         await target.close()
     total_req = sum(w["requests"] for w in windows)
     total_failed = sum(w["failed"] for w in windows)
@@ -204,7 +323,14 @@ async def soak(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         for k, v in w["errors"].items():
             errors[k] = errors.get(k, 0) + v
     mem_verdict = memory_verdict(memory, args.rss_noise_mb)
-    ok = total_failed == 0 and total_req > 0 and all(v["ok"] for v in mem_verdict.values())
+    flat = quartiles(curve, args.rss_noise_mb)
+    ok = (
+        total_failed == 0
+        and total_req > 0
+        and all(v["ok"] for v in mem_verdict.values())
+        and flat.get("ok", True)
+        and (mix_report is None or (mix_report["failed"] == 0 and mix_report["requests"] > 0))
+    )
     return {
         "url": stack.url,
         "route": args.route,
@@ -219,6 +345,9 @@ async def soak(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
         "windows": windows,
         "memory": memory,
         "memory_verdict": mem_verdict,
+        "mix": mix_report,
+        "rss_curve": curve,
+        "rss_quartiles": flat,
         "ok": ok,
     }
 
@@ -245,6 +374,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--capacity-seconds", type=float, default=5.0)
     p.add_argument("--rss-noise-mb", type=float, default=32.0, help="growth allowed per process (or 10%%)")
     p.add_argument("--client", default="aiohttp", choices=("raw", "aiohttp", "httpx"))
+    p.add_argument(
+        "--no-mix",
+        dest="mix",
+        action="store_false",
+        help="no large super-resolution / long generation mixed in",
+    )
+    p.add_argument("--mix-sr-side", type=int, default=512, help="mixed-in super-resolution input side")
+    p.add_argument("--mix-sr-scale", type=int, default=2, choices=(2, 4))
+    p.add_argument("--mix-tokens", type=int, default=512, help="new tokens per mixed-in generation")
+    p.add_argument("--mix-pause", type=float, default=1.0, help="seconds between mixed-in requests")
+    p.add_argument("--rss-interval", type=float, default=1.0, help="seconds between points of the RSS curve")
     p.add_argument("--out", type=Path, default=Path("reports"))
     return p.parse_args(argv)
 
@@ -280,6 +420,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{k} {v['baseline_mib']:.0f}->{v['end_mib']:.0f} MiB"
             for k, v in report["memory_verdict"].items()
             if not k.startswith("stub ")
+        )
+        + (
+            f"; stack total first/last quartile {q['first_quartile_median_mib']:.0f}/"
+            f"{q['last_quartile_median_mib']:.0f} MiB"
+            if (q := report["rss_quartiles"])
+            else ""
+        )
+        + (
+            f"; mixed in {report['mix']['requests']} ({report['mix']['failed']} failed)"
+            if report["mix"]
+            else ""
         )
         + f"; report {args.out / 'soak.json'}",
         flush=True,

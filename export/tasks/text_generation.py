@@ -43,6 +43,9 @@ STEPWISE_ATOL = 2e-4  # logits, ONNX step-by-step decode vs PyTorch full-sequenc
 MAX_NEW_TOKENS_CAP = 1024  # the most a request may ask for; the gateway reads it from the config
 MAX_PROMPT_CHARS = 4096
 MAX_ACTIVE = 64  # sequences decoded together; more requests wait for a free slot
+# Decode state (KV caches / recurrent state) all active rows may hold together; the generator
+# decodes fewer than MAX_ACTIVE rows at once when 64 rows of this model would exceed it (issue 18).
+MAX_STATE_BYTES = 256 * 1024 * 1024
 ONNX_NAME = "decoder.onnx"
 VOCAB_NAME = "vocab.json"
 SHARED_MODULE = BACKEND_MODELS_DIR.parent.parent / "textgen.py"  # serving/textgen.py
@@ -218,6 +221,20 @@ def export_decoder(ckpt: Checkpoint, workdir: Path) -> tuple[Path, OnnxContract,
     return path, contract, parity
 
 
+def state_bytes_per_sequence(arch: str, facts: dict[str, Any], context_length: int) -> int:
+    """float32 bytes one decode row holds in the generator: GPT's K and V buffers of
+    ``context_length`` positions per layer (allocated whole, whatever the request's length), or the
+    LSTM's h and c per layer. 0 when the facts are unknown."""
+    try:
+        if arch == "gpt":
+            return (
+                2 * int(facts["n_layer"]) * int(facts["n_head"]) * context_length * int(facts["head_dim"]) * 4
+            )
+        return 2 * int(facts["num_layers"]) * int(facts["hidden_size"]) * 4
+    except (KeyError, TypeError, ValueError):
+        return 0
+
+
 @register_exporter("text_generation")
 def export_text_generator(ckpt: Checkpoint, workdir: Path, name: str) -> list[RepositoryModel]:
     meta = ckpt.meta
@@ -237,6 +254,10 @@ def export_text_generator(ckpt: Checkpoint, workdir: Path, name: str) -> list[Re
         "max_new_tokens": str(MAX_NEW_TOKENS_CAP),
         "max_prompt_chars": str(MAX_PROMPT_CHARS),
         "max_active": str(MAX_ACTIVE),
+        "state_bytes_per_sequence": str(
+            state_bytes_per_sequence(ckpt.arch, meta.get("arch_facts", {}), int(cfg["context_length"]))
+        ),
+        "max_state_bytes": str(MAX_STATE_BYTES),
         "onnx_file": ONNX_NAME,
         "vocab_file": VOCAB_NAME,
         # gpt: fixed positions, a sliding window re-fed when full; lstm: recurrent state, no limit

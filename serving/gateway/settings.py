@@ -51,6 +51,14 @@ class Settings(BaseSettings):
         16_777_216, gt=0, description="413 when the upscaled image would be larger"
     )
 
+    # Text generation (issue 18): each streamed sequence holds a decode row (KV cache) in Triton
+    max_generation_streams: int = Field(
+        256,
+        ge=1,
+        description="text sequences generated at once per gateway process (all text routes); beyond: "
+        "429 + Retry-After; the generator's own caps are its max_active / max_pending parameters",
+    )
+
     # Request coalescing (serving/gateway/coalesce.py)
     coalesce: bool = Field(
         True, description="merge concurrent requests to one batched model into one Triton call"

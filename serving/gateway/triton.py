@@ -389,6 +389,10 @@ class TritonClient:
         try:
             async for msg in messages:
                 if msg.error_message:
+                    if "queue is full" in msg.error_message:  # the generator's max_pending: back off
+                        raise errors.APIError(
+                            429, "upstream_overloaded", msg.error_message, headers={"Retry-After": "1"}
+                        )
                     raise errors.APIError(502, "upstream_error", f"generation failed: {msg.error_message}")
                 resp = msg.infer_response
                 final = (

@@ -122,3 +122,14 @@ def test_report_schema_table_and_plot(tmp_path):
     assert memory.summary_lines(report)
     path = memory.plot(copy.deepcopy(report), tmp_path / "memory.png")
     assert path.stat().st_size > 1000
+
+
+def test_throughput_target_is_decided_on_cpu_per_request_when_measured():
+    after, before = _run(rps=5.0), _run(rps=10.0)  # a neighbour's load halved the requests/s
+    after["throughput"]["segment"]["server_cpu_ms_per_request"] = 10.5
+    before["throughput"]["segment"]["server_cpu_ms_per_request"] = 10.0
+    t = _by_name(memory.check_targets(after, baseline=before))[
+        "segment load throughput >= 0.9x the arena run"
+    ]
+    assert t["basis"] == "server CPU per request" and t["value"] == round(10 / 10.5, 3) and t["met"] is True
+    assert t["rps_ratio"] == 0.5

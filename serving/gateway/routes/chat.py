@@ -18,11 +18,19 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
-from sse_starlette.sse import EventSourceResponse
 
 from serving.gateway import errors
 from serving.gateway.deps import get_catalog, request_id
-from serving.gateway.routes.generate import _checked, _chunks, _version, collect, pick_model, triton_request
+from serving.gateway.routes.generate import (
+    _checked,
+    _chunks,
+    _version,
+    collect,
+    pick_model,
+    reserve_streams,
+    sse_response,
+    triton_request,
+)
 from serving.gateway.settings import Settings, get_settings
 from serving.gateway.triton import ModelCatalog, ModelInfo
 from serving.textgen import (
@@ -169,10 +177,14 @@ async def _chat(
         "model": info.name,
         "system_fingerprint": f"{info.name}-v{version or info.version}",
     }
+    slot = reserve_streams(request, settings, len(reqs))  # one slot per choice: each is a sequence
     if body.stream:
         usage = bool(body.stream_options and body.stream_options.include_usage)
-        return EventSourceResponse(_sse(request, info, reqs, head, len(prompt), usage), ping=15)
-    results = await asyncio.gather(*(collect(request, info, r) for r in reqs))
+        return sse_response(slot, _sse(request, info, reqs, head, len(prompt), usage))
+    try:
+        results = await asyncio.gather(*(collect(request, info, r) for r in reqs))
+    finally:
+        slot.release()
     completion = sum(n for _, n, _, _ in results)
     return {
         **head,

@@ -4,6 +4,14 @@ The decode loop runs inside Triton (serving/triton/models/generator.py, a decoup
 model with continuous batching); the gateway validates, opens one ModelStreamInfer call and
 relays each chunk as it arrives. When the client goes away, the SSE generator is cancelled, its
 ``finally`` cancels the gRPC call, and Triton drops the sequence at its next decode step.
+
+Memory (issue 18): every sequence holds a decode row in Triton (GPT: a KV cache of the model's
+``context_length`` positions, ``state_bytes_per_sequence`` in its config; LSTM: its recurrent
+state), so sequences are capped twice: the generator decodes at most ``max_active`` at once
+(fewer when ``max_state_bytes`` says so) and queues at most ``max_pending``, and this gateway
+process streams at most ``max_generation_streams`` sequences at once (every text route together).
+Over either cap the request is answered 429 with ``Retry-After`` before any work (a generator
+queue that fills while a stream already started ends that stream with an in-band error event).
 """
 
 from __future__ import annotations
@@ -11,13 +19,14 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import orjson
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
+from starlette.background import BackgroundTask
 
 from serving.gateway import context, errors, validation
 from serving.gateway.deps import get_catalog, request_id, version_for
@@ -84,6 +93,57 @@ class CompletionRequest(BaseModel):
     seed: int | None = Field(None, ge=0, le=2**62)
     echo: bool = Field(False, strict=True)
     user: str | None = None
+
+
+class StreamSlots:
+    """Text sequences this gateway process streams at once (a counter: no queue, no memory growth)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used = limit, 0
+
+    def reserve(self, n: int = 1) -> Reservation:
+        """``n`` slots, or the 429 (with Retry-After) when they would exceed the limit."""
+        if self.used + n > self.limit:
+            raise errors.APIError(
+                429,
+                "too_many_streams",
+                f"{self.used} text sequences are being generated (the limit is {self.limit}); retry shortly",
+                headers={"Retry-After": "1"},
+            )
+        self.used += n
+        return Reservation(self, n)
+
+
+class Reservation:
+    def __init__(self, slots: StreamSlots, n: int) -> None:
+        self.slots, self.n = slots, n
+
+    def release(self) -> None:  # idempotent: the stream's ``finally`` and the response's background
+        self.slots.used -= self.n
+        self.n = 0
+
+
+def reserve_streams(request: Request, settings: Settings, n: int = 1) -> Reservation:
+    slots = getattr(request.app.state, "stream_slots", None)
+    if slots is None:  # one per app, sized by its settings
+        slots = request.app.state.stream_slots = StreamSlots(settings.max_generation_streams)
+    return cast(StreamSlots, slots).reserve(n)
+
+
+async def released(slot: Reservation, events: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """``events``, then the slots go back (also when the client leaves and the stream is cancelled)."""
+    try:
+        async for event in events:
+            yield event
+    finally:
+        slot.release()
+
+
+def sse_response(slot: Reservation, events: AsyncIterator[Any], **kwargs: Any) -> EventSourceResponse:
+    """An SSE response that gives its stream slots back however it ends (even when never started)."""
+    return EventSourceResponse(
+        released(slot, events), ping=15, background=BackgroundTask(slot.release), **kwargs
+    )
 
 
 def _stops(stop: str | list[str] | None) -> list[str]:
@@ -200,11 +260,15 @@ async def generate(
         request_id(request),
         version,
     )
+    slot = reserve_streams(request, settings)
     if body.stream:
-        return EventSourceResponse(
-            _sse_generate(request, info, req, len(prompt)), ping=15, headers={"X-Model": info.name}
+        return sse_response(
+            slot, _sse_generate(request, info, req, len(prompt)), headers={"X-Model": info.name}
         )
-    text, tokens, reason, served = await collect(request, info, req)
+    try:
+        text, tokens, reason, served = await collect(request, info, req)
+    finally:
+        slot.release()
     InferenceService.served(context.of(request), info.name, served)
     return GenerateResponse(
         model=info.name,
@@ -275,11 +339,13 @@ async def completions(
     )
     cid, created = f"cmpl-{uuid.uuid4().hex[:24]}", int(time.time())
     head = {"id": cid, "object": "text_completion", "created": created, "model": info.name}
+    slot = reserve_streams(request, settings)
     if body.stream:
-        return EventSourceResponse(
-            _sse_completions(request, info, req, head, prompt if body.echo else ""), ping=15
-        )
-    text, tokens, reason, _ = await collect(request, info, req, prompt if body.echo else "")
+        return sse_response(slot, _sse_completions(request, info, req, head, prompt if body.echo else ""))
+    try:
+        text, tokens, reason, _ = await collect(request, info, req, prompt if body.echo else "")
+    finally:
+        slot.release()
     return {
         **head,
         "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": reason}],

@@ -45,9 +45,12 @@ code, one uniform draw per token from the request's own RNG; logits agree to ~1e
 
 Config parameters it reads (strings): ``arch``, ``context_length``, ``state`` (JSON layer/size facts),
 ``onnx_file``, ``vocab_file``, ``max_new_tokens`` (cap), ``max_prompt_chars``, ``max_active``
-(sequences decoded together, default 64; more wait in a queue), ``max_pending`` (queue bound,
-default 16 x max_active), ``responses_per_step`` (1: under load a response carries at least
-ceil(active / this) tokens), ``cancel_check_ms`` (10: how often a stream asks ``is_cancelled``),
+(sequences decoded together, default 64; more wait in a queue), ``max_state_bytes`` with
+``state_bytes_per_sequence`` (the decode state all rows may hold; max_active is lowered to fit,
+issue 18: a GPT row's KV cache is its whole context window), ``max_pending`` (queue bound,
+default 16 x max_active; beyond it UNAVAILABLE "queue is full", which the gateway answers 429),
+``responses_per_step`` (1: under load a response carries at least ceil(active / this) tokens),
+``cancel_check_ms`` (10: how often a stream asks ``is_cancelled``),
 ``intra_op_threads`` (onnxruntime, default 1), ``allow_spinning`` (0),
 ``stats_interval_s`` (> 0 logs decode-loop timings at INFO, default 0), ``device``.
 
@@ -317,6 +320,16 @@ class TritonPythonModel:
             )
         else:
             self.engine = LstmEngine(session, int(facts["num_layers"]), int(facts["hidden_size"]))
+        # Bounded decode state: at most max_state_bytes of KV cache / recurrent state across the rows
+        # (twice that for a moment while the batch is rebuilt, when its membership changes).
+        per_row = int(params.get("state_bytes_per_sequence", "0"))
+        budget = int(params.get("max_state_bytes", "0"))
+        if per_row > 0 and budget > 0 and budget // per_row < self.max_active:
+            self.max_active = max(1, budget // per_row)
+            self.logger.log_info(
+                f"{self.name}: max_active lowered to {self.max_active}: {per_row} bytes of state per row, "
+                f"max_state_bytes {budget}"
+            )
 
         self._start_threads()
 
