@@ -26,17 +26,18 @@ RUN groupadd --system --gid 10001 builder \
     && mkdir -p /models /artifacts \
     && chown 10001:10001 /models /artifacts
 WORKDIR /app
-# Core + train dependencies from pyproject (torch, onnx, onnxruntime, scikit-learn, ...), cached apart
-# from the source. The Makefile's `$(VENV)/.installed` stamp is created here, newer than pyproject.toml,
-# so `make` treats this virtualenv as installed instead of creating .venv.
-COPY pyproject.toml ./
+# Core + train dependencies (torch, onnx, onnxruntime, scikit-learn, ...), cached apart from the
+# source. The layer depends on the wheelhouse's requirements only, not on pyproject.toml: an edit there
+# (a dev dependency, a tool's settings) would otherwise reinstall torch (minutes).
 COPY build/wheelhouse/builder/ /wheels/
 RUN python -m venv /opt/venv \
     && pip install -q --no-index --find-links /wheels -r /wheels/requirements.txt \
     && pip install -q --no-index --find-links /wheels --no-deps -r /wheels/nodeps.txt \
-    && rm -rf /wheels \
-    && touch /opt/venv/.installed
-COPY Makefile ./
+    && rm -rf /wheels
+# The Makefile's `$(VENV)/.installed` stamp, made newer than pyproject.toml, so `make` treats this
+# virtualenv as installed instead of creating .venv.
+COPY pyproject.toml Makefile ./
+RUN touch /opt/venv/.installed
 COPY training/ training/
 COPY export/ export/
 COPY serving/ serving/
