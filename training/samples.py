@@ -8,8 +8,9 @@ and an anomaly (random shapes) — none of them was trained on.
 
     python -m training.samples --playground serving/gateway/static/playground/samples.js
 
-writes a few of the same held-out inputs as a JavaScript module of PNG data URLs: the playground's
-example inputs (the gateway has no training data and no torch, so they ship with the page).
+writes a few of the same held-out inputs as a JavaScript module of PNG data URLs (and held-out
+spelled-out numbers for translation): the playground's example inputs (the gateway has no training
+data and no torch, so they ship with the page).
 """
 
 from __future__ import annotations
@@ -80,8 +81,20 @@ def _data_url(arr: np.ndarray, side: int | None = None) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+def held_out_numbers(count: int = 4) -> list[dict[str, str]]:
+    """Spelled-out numbers from translation's held-out split, >= 1000 so never trained on (below
+    1000 the split is shared: see training/data/numbers.py), shortest first."""
+    from training.data import numbers
+    from training.translate import EVAL_SEED
+
+    picked = [e for e in numbers.examples(4 * count, EVAL_SEED, held_out=True) if int(e.target) >= 1000]
+    picked = sorted(picked[:count], key=lambda e: len(e.source))
+    return [{"name": e.source, "text": e.source, "target": e.target} for e in picked]
+
+
 def playground_samples(count: int = 4) -> dict[str, list[dict[str, str]]]:
-    """Held-out inputs per kind, ``{"digits": [{"name", "url"}], ...}``; small enough to ship."""
+    """Held-out inputs per kind, ``{"digits": [{"name", "url"}], ...}``; small enough to ship.
+    ``numbers`` holds ``{"name", "text", "target"}``: text inputs, no image."""
     from training.data.anomaly import raw_anomalies
     from training.data.digits import raw_digit_images, split_indices
     from training.data.photos import held_out_images
@@ -109,6 +122,7 @@ def playground_samples(count: int = 4) -> dict[str, list[dict[str, str]]]:
                 for a, k in zip(anomalies, kinds, strict=True)
             ),
         ],
+        "numbers": held_out_numbers(count),
     }
 
 

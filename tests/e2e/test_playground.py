@@ -67,7 +67,12 @@ class Page:
     """A loaded playground page plus what it did: console errors, page errors, foreign requests."""
 
     def __init__(
-        self, context: object, gateway: GatewayHandle, fragment: str = "", wait: bool = True
+        self,
+        context: object,
+        gateway: GatewayHandle,
+        fragment: str = "",
+        wait: bool = True,
+        routes: dict[str, object] | None = None,
     ) -> None:
         self.gateway = gateway
         self.origin = urlsplit(gateway.url).netloc
@@ -77,6 +82,8 @@ class Page:
         self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
         self.page.on("pageerror", lambda e: self.errors.append(f"uncaught: {e}"))
         self.page.route("**/*", self._route)
+        for pattern, handler in (routes or {}).items():
+            self.page.route(pattern, handler)
         self.page.goto(f"{gateway.url}/playground{fragment}")
         if wait:
             self.page.wait_for_selector("body[data-ready=true]")
@@ -107,8 +114,8 @@ class Page:
 def open_page(context: object, gateway: GatewayHandle) -> Iterator[object]:
     pages: list[Page] = []
 
-    def opener(fragment: str = "") -> Page:
-        pages.append(Page(context, gateway, fragment))
+    def opener(fragment: str = "", routes: dict[str, object] | None = None) -> Page:
+        pages.append(Page(context, gateway, fragment, routes=routes))
         return pages[-1]
 
     yield opener
@@ -266,13 +273,32 @@ def test_anomaly_score_threshold_and_reconstruction(open_page, gateway: GatewayH
     p.close()
 
 
+def drop_file(zone: object, png: bytes, name: str = "dropped.png") -> None:
+    """Drop a file on a drop zone as a user's drag from the desktop does: a drop event with a
+    DataTransfer holding a File (built in the page: its CSP refuses fetching even data: URLs)."""
+    transfer = zone.evaluate_handle(  # type: ignore[attr-defined]
+        """(z, [b64, name]) => { const dt = new DataTransfer();
+             const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+             dt.items.add(new File([bytes], name, {type: 'image/png'})); return dt; }""",
+        [base64.b64encode(png).decode(), name],
+    )
+    zone.dispatch_event("dragover", {"dataTransfer": transfer})  # type: ignore[attr-defined]
+    zone.dispatch_event("drop", {"dataTransfer": transfer})  # type: ignore[attr-defined]
+
+
 def test_denoise_before_and_after(open_page) -> None:  # noqa: ANN001
     p = open_page("#panel-denoising")
     panel = p.panel("denoising")
     panel.locator("[data-example]").first.click()
-    assert natural_size(panel.locator("img[data-role=after]")) == natural_size(
-        panel.locator("img[data-role=before]")
-    )
+    after = panel.locator("img[data-role=after]")
+    assert natural_size(after) == natural_size(panel.locator("img[data-role=before]"))
+    # drag and drop: a 40x24 picture dropped on the zone is denoised at its own size
+    first = after.get_attribute("src")
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 24), (120, 60, 200)).save(buf, "PNG")
+    drop_file(panel.locator("[data-role=drop]"), buf.getvalue())
+    p.page.wait_for_function("([i, s]) => i.src !== s", arg=[after.element_handle(), first])
+    assert natural_size(after) == (40, 24)
     p.close()
 
 
@@ -342,6 +368,86 @@ def test_chat_panel_streams_a_reply(open_page) -> None:  # noqa: ANN001
     p.close()
 
 
+def translate_api(gateway: GatewayHandle, **body: object) -> httpx.Response:
+    return httpx.post(f"{gateway.url}/v1/translate", json=body, timeout=60)
+
+
+def test_translation_text_and_attention_map_match_the_api(open_page, gateway: GatewayHandle) -> None:  # noqa: ANN001
+    from playwright.sync_api import expect
+
+    p = open_page("#panel-translation")
+    expect(p.page.locator("nav a[href='#panel-translation']")).to_have_count(1)
+    panel = p.panel("translation")
+    output = panel.locator("output[data-role=output]")
+    example = panel.locator("[data-example]").nth(1)  # a held-out number, clicked: translated at once
+    text = example.inner_text()
+    example.click()
+    expect(output).to_have_attribute("data-state", "done")
+    model = panel.locator("select[data-role=model]").input_value()
+    api = translate_api(gateway, text=text, model=model, return_attention=True).json()
+    expect(output).to_have_text(api["text"])
+    meta = panel.locator("[data-role=meta]")
+    expect(meta).to_contain_text(f"model {model}")
+    expect(meta).to_contain_text(f"version {api['model_version']}")
+    expect(meta).to_contain_text("request id ")
+    # the map: one cell per (output, source) character, holding the API's weights; labels on both axes
+    rows, cols = len(api["attention"]), len(api["source"])
+    assert rows > 0, api  # the tiny model writes digits for a held-out number
+    svg = panel.locator("svg[data-role=attention]")
+    expect(svg).to_be_visible()
+    weights = [float(w) for w in svg.locator("rect.cell").evaluate_all("rs => rs.map(r => r.dataset.w)")]
+    assert weights == pytest.approx([w for row in api["attention"] for w in row], abs=1e-9)
+    assert svg.locator("text.src").count() == cols and svg.locator("text.out").count() == rows
+    # drawn, not blank: the screenshot of the map has many shades
+    shade = Image.open(io.BytesIO(svg.screenshot())).convert("L")
+    assert sum(1 for n in shade.histogram() if n) > 8, "the attention map rendered blank"
+    # the text alternative: a table row per output character
+    expect(panel.locator("[data-role=attention-table] tbody tr")).to_have_count(rows)
+    p.shot("translate", "translation")
+    # the keyboard: type into the field, choose the other model, Enter submits
+    other = [o for o in panel.locator("select[data-role=model] option").all_inner_texts() if o != model][0]
+    panel.locator("select[data-role=model]").select_option(other)
+    field = panel.locator("input[data-role=text]")
+    field.fill("  Five MILLION   seven ")
+    field.press("Enter")
+    api = translate_api(gateway, text="  Five MILLION   seven ", model=other).json()
+    expect(meta).to_contain_text(f"model {other}")
+    expect(output).to_have_text(api["text"])
+    # bad input: the API's own 422 sentence, and no stale answer or map left standing
+    error = panel.locator("[data-role=error]")
+    for bad in ("five thousand 7", ""):
+        refused = translate_api(gateway, text=bad, model=other)
+        assert refused.status_code == 422
+        field.fill(bad)
+        field.press("Enter")
+        expect(error).to_contain_text("422")
+        expect(error).to_contain_text(refused.json()["error"]["message"])
+        expect(output).to_have_text("")
+        expect(panel.locator("[data-role=attention-figure]")).to_be_hidden()
+    p.close(allowed_errors=("status of 422",))
+
+
+def test_translation_panel_only_when_a_translator_is_served(open_page) -> None:  # noqa: ANN001
+    """The real /v1/models answer with its translators turned into a task that has no panel yet:
+    no translation panel, the other panels as before, and the unknown task named, not hidden."""
+    from playwright.sync_api import expect
+
+    def without_translators(route: object) -> None:
+        res = route.fetch()  # type: ignore[attr-defined]
+        body = res.json()
+        for m in body["models"]:
+            if m["task"] == "translation":
+                m["task"] = "text_classification"
+        route.fulfill(response=res, json=body)  # type: ignore[attr-defined]
+
+    p = open_page(routes={"**/v1/models": without_translators})
+    expect(p.panel("translation")).to_have_count(0)
+    expect(p.page.locator("nav a[href='#panel-translation']")).to_have_count(0)
+    expect(p.panel("classification")).to_have_count(1)
+    expect(p.page.locator("#discovery")).to_contain_text("Served without a panel yet: text_classification")
+    p.close()
+
+
 def test_phone_width_keyboard_labels_and_live_metrics(open_page) -> None:  # noqa: ANN001
     from playwright.sync_api import expect
 
@@ -360,6 +466,11 @@ def test_phone_width_keyboard_labels_and_live_metrics(open_page) -> None:  # noq
     panel.locator("[data-action=draw-7]").focus()
     p.page.keyboard.press("Enter")
     expect(panel.locator("[data-role=top]")).to_have_count(1)
+    # a translation's attention map scrolls inside its own box: the page still fits the phone
+    translation = p.panel("translation")
+    translation.locator("[data-example]").last.click()
+    expect(translation.locator("svg[data-role=attention]")).to_be_visible()
+    assert p.page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
     # the live panel reads the traffic from /metrics
     expect(p.page.locator("#live-p50")).not_to_have_text("–")
     p.shot("phone")

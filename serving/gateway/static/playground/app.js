@@ -4,7 +4,10 @@
 
 const KEY_STORE = "playground.apiKey";
 
-// Panel order on the page; a task the gateway serves but that has no panel is listed, not hidden.
+// The panel registry, in page order: [task, title]. A panel is shown when /v1/models lists a model
+// whose `task` is the key; its module is panels/<task>.js and exports mount(section, models) (the
+// served models of that task). Adding a task (text classification, image translation, ...) is one
+// line here plus that module; a served task without a panel is named in the status line, not hidden.
 export const PANELS = [
   ["classification", "Classify"],
   ["segmentation", "Segment"],
@@ -14,6 +17,7 @@ export const PANELS = [
   ["sampling", "Sample"],
   ["text_generation", "Generate text"],
   ["chat", "Chat"],
+  ["translation", "Translate"],
 ];
 
 export class ApiError extends Error {

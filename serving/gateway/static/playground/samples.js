@@ -73,5 +73,27 @@ export const samples = {
    "name": "anomaly: shapes",
    "url": "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAEAAAABACAAAAACPAi4CAAAAXUlEQVR42mP8z0AZYGIYNWDUgFEDRg0YNWAYGcCCLvAUSu+D0hpo4s5Qmnc0EId1OpBGozXQ5HlHA3FEpAP0+D4NpZ1GA3E4G8CIq7/wGUf+Hw3EkZUORgNxRBkAAIqwCQbrJ/xIAAAAAElFTkSuQmCC"
   }
+ ],
+ "numbers": [
+  {
+   "name": "eight thousand, ten",
+   "text": "eight thousand, ten",
+   "target": "8010"
+  },
+  {
+   "name": "four hundred and thirty thousand six hundred and forty",
+   "text": "four hundred and thirty thousand six hundred and forty",
+   "target": "430640"
+  },
+  {
+   "name": "six million three hundred twenty-seven thousand two hundred fifty",
+   "text": "six million three hundred twenty-seven thousand two hundred fifty",
+   "target": "6327250"
+  },
+  {
+   "name": "twenty nine million four hundred twenty six thousand eight hundred four",
+   "text": "twenty nine million four hundred twenty six thousand eight hundred four",
+   "target": "29426804"
+  }
  ]
 };
