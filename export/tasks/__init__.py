@@ -25,6 +25,7 @@ _MODULES = (
     "denoising",
     "sampling",
     "translation",
+    "text_classification",
 )
 
 

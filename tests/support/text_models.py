@@ -61,3 +61,20 @@ def translation_checkpoint(arch: str) -> Path:
     return cached_checkpoint(
         f"translation-{arch}", lambda out: translate.main([*args, "--out", str(out)]), sources, " ".join(args)
     )
+
+
+# Text encoder (BERT, MLM pre-training + genre fine-tuning): the tiny profile, a few seconds.
+ENCODER_ARGS = ["--profile", "tiny", "--no-progress", "--threads", "2"]
+ENCODER_SERVED = "bert"
+
+
+def encoder_checkpoint() -> Path:
+    from training import classify_text
+
+    sources = [ROOT / "training" / f for f in ("classify_text.py", "data/shakespeare.py", "models/bert.py")]
+    return cached_checkpoint(
+        "text-encoder-bert",
+        lambda out: classify_text.main([*ENCODER_ARGS, "--out", str(out)]),
+        sources,
+        " ".join(ENCODER_ARGS),
+    )

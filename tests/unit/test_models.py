@@ -60,6 +60,8 @@ EXPECTED: dict[str, Callable[[Any, torch.Tensor], Shape]] = {
     # seq2seq models take (src, tgt_in) and score every target position
     "seq2seq_attn": lambda cfg, x: (*x[1].shape, cfg.tgt_vocab),
     "transformer_seq2seq": lambda cfg, x: (*x[1].shape, cfg.tgt_vocab),
+    # bert takes (tokens, attention_mask); its first output is the class logits
+    "bert": lambda cfg, x: (x[0].shape[0], cfg.num_labels),
 }
 # Non-default configurations worth the same checks (a different code path each).
 EXTRA_CONFIGS: list[tuple[str, dict[str, Any]]] = [
@@ -71,6 +73,7 @@ EXTRA_CONFIGS: list[tuple[str, dict[str, Any]]] = [
     ("srresnet", {"scale": 2, "width": 16, "num_blocks": 2, "head_kernel": 3, "batch_norm": True}),
     ("srresnet", {"scale": 4, "width": 16, "num_blocks": 1, "bicubic_skip": False}),
     ("unet", {"depth": 4, "base_width": 8, "dropout": 0.1}),
+    ("bert", {"pre_ln": False, "d_model": 32, "n_head": 2}),
 ]
 
 

@@ -111,3 +111,99 @@ def load_splits(limit_chars: int | None = None) -> CorpusSplits:
         train_works,
         val_works,
     )
+
+
+# --- genre labels (issue 14: transfer learning) ------------------------------------------------------
+# The First Folio's three sections (1623), by play. The Folio
+# files The Tempest and The Winter's Tale under comedies and Cymbeline under tragedies; Pericles (not in
+# the Folio) goes with its fellow romances under comedies; Troilus and Cressida stands between the
+# histories and the tragedies in the Folio and is counted a tragedy, as its Folio title has it. The five
+# poem collections have no genre: they are pre-training text only.
+GENRES = ("comedy", "history", "tragedy")
+GENRE_OF: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "alls_well_that_ends_well",
+            "as_you_like_it",
+            "comedy_of_errors",
+            "loves_labours_lost",
+            "measure_for_measure",
+            "merchant_of_venice",
+            "merry_wives_of_windsor",
+            "midsummer_nights_dream",
+            "much_ado_about_nothing",
+            "pericles",
+            "taming_of_the_shrew",
+            "tempest",
+            "twelfth_night",
+            "two_gentlemen_of_verona",
+            "winters_tale",
+        ),
+        "comedy",
+    ),
+    **dict.fromkeys(
+        (
+            "henry_iv_part_1",
+            "henry_iv_part_2",
+            "henry_v",
+            "henry_vi_part_1",
+            "henry_vi_part_2",
+            "henry_vi_part_3",
+            "henry_viii",
+            "john",
+            "richard_ii",
+            "richard_iii",
+        ),
+        "history",
+    ),
+    **dict.fromkeys(
+        (
+            "antony_and_cleopatra",
+            "coriolanus",
+            "cymbeline",
+            "hamlet",
+            "julius_caesar",
+            "lear",
+            "macbeth",
+            "othello",
+            "romeo_and_juliet",
+            "timon_of_athens",
+            "tragedy_of_titus_andronicus",
+            "troilus_and_cressida",
+        ),
+        "tragedy",
+    ),
+}
+POEMS = ("lovers_complaint", "passionate_pilgrim", "phoenix_and_the_turtle", "rape_of_lucrece", "sonnets")
+# Held out from pre-training AND fine-tuning: two plays per genre, so the test set is balanced and no
+# passage of a test play (nor its character names) is ever seen. The corpus' four validation works
+# plus Macbeth and Richard III.
+GENRE_TEST_WORKS = ("twelfth_night", "tempest", "henry_v", "richard_iii", "hamlet", "macbeth")
+GENRE_DESCRIPTION = (
+    f"genre (First Folio sections: {', '.join(GENRES)}) of a passage of a Shakespeare play, {PIN}; "
+    f"test plays {', '.join(GENRE_TEST_WORKS)} (split by play, unseen in pre-training and fine-tuning); "
+    "poems are pre-training text only"
+)
+
+
+@dataclass
+class GenreSplits:
+    vocab: CharVocab
+    pretrain: np.ndarray  # (n,) uint8 ids: every work but the test plays, poems included
+    train: dict[str, np.ndarray]  # labelled plays -> their ids
+    test: dict[str, np.ndarray]  # test plays -> their ids
+
+
+def load_genre_splits(limit_chars: int | None = None) -> GenreSplits:
+    """Works encoded with the corpus vocabulary (``build_vocab`` over the corpus' training works, so the
+    generator and the encoder share it); ``limit_chars`` keeps the first characters of each work."""
+    works = load_works()
+    unknown = set(works) - set(GENRE_OF) - set(POEMS)
+    if unknown:
+        raise ValueError(f"works with no genre and not poems: {sorted(unknown)}")
+    vocab = build_vocab([works[w] for w in works if w not in VALIDATION_WORKS])
+    enc = {w: vocab.encode(t[:limit_chars] if limit_chars else t).astype(np.uint8) for w, t in works.items()}
+    pretrain = np.concatenate([ids for w, ids in enc.items() if w not in GENRE_TEST_WORKS])
+    train = {w: enc[w] for w in GENRE_OF if w not in GENRE_TEST_WORKS}
+    test = {w: enc[w] for w in GENRE_TEST_WORKS}
+    return GenreSplits(vocab, pretrain, train, test)

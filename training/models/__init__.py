@@ -34,6 +34,7 @@ _MODULES = (
     "inception_resnet",
     "seq2seq_attn",
     "transformer_seq2seq",
+    "bert",
 )
 
 
