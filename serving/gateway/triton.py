@@ -393,6 +393,8 @@ class TritonClient:
                         raise errors.APIError(
                             429, "upstream_overloaded", msg.error_message, headers={"Retry-After": "1"}
                         )
+                    if "unknown model" in msg.error_message.lower():  # e.g. a pinned version not served
+                        raise errors.not_found("model_not_found", msg.error_message)
                     raise errors.APIError(502, "upstream_error", f"generation failed: {msg.error_message}")
                 resp = msg.infer_response
                 final = (

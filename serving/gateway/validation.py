@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from PIL import Image
+from pydantic import BeforeValidator
 
 from serving.gateway import errors
 from serving.gateway.settings import Settings
@@ -286,6 +287,11 @@ def decode_utf8(raw: bytes, what: str = "prompt") -> str:
         raise errors.unprocessable("invalid_utf8", f"{what} is not valid UTF-8 (byte {exc.start})") from None
 
 
+# What check_prompt lets through, for the document (its length bound is max_prompt_chars): no NUL,
+# no lone surrogates.
+PROMPT_PATTERN = "^[^\\x00\\ud800-\\udfff]*$"
+
+
 def check_prompt(text: str | bytes, max_chars: int, what: str = "prompt", allow_empty: bool = False) -> str:
     """A prompt that is valid UTF-8, has no NUL bytes and at most ``max_chars`` characters."""
     if isinstance(text, bytes):
@@ -305,6 +311,17 @@ def check_prompt(text: str | bytes, max_chars: int, what: str = "prompt", allow_
             "invalid_utf8", f"{what} contains unpaired surrogate code points"
         ) from None
     return text
+
+
+def integral_float(value: Any) -> Any:
+    """1.0 for 1: JSON Schema's ``integer`` includes integral numbers written with a fraction."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# An int field of a strict request model that takes 1.0 as 1 (and still refuses "1" and true).
+JsonInt = Annotated[int, BeforeValidator(integral_float)]
+# The same, optional (``JsonInt | None`` would drop the field's bounds from the JSON schema).
+OptionalJsonInt = Annotated[int | None, BeforeValidator(integral_float)]
 
 
 def check_range(name: str, value: float, lo: float | None = None, hi: float | None = None) -> float:

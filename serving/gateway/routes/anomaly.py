@@ -10,6 +10,7 @@ from pydantic import BaseModel
 
 from serving.gateway import codecs
 from serving.gateway.deps import get_catalog, infer
+from serving.gateway.openapi import task_extra
 from serving.gateway.routes.classify import IMAGE_BODY, model_pixels
 from serving.gateway.settings import Settings, get_settings
 from serving.gateway.triton import ModelCatalog
@@ -30,7 +31,7 @@ class AnomalyResponse(BaseModel):
 @router.post(
     "/v1/anomaly",
     response_model=AnomalyResponse,
-    openapi_extra=IMAGE_BODY,
+    openapi_extra=task_extra("anomaly", extra=IMAGE_BODY),
     summary="Score how unlike the training data an image is (autoencoder reconstruction error)",
     responses={
         413: {"description": "too large"},

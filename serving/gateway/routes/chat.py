@@ -19,13 +19,15 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.gateway import errors
+from serving.gateway import errors, validation
 from serving.gateway.deps import get_catalog, request_id
+from serving.gateway.openapi import REFINERS, task_extra
 from serving.gateway.routes.generate import (
     _checked,
     _chunks,
     _version,
     collect,
+    document_generation,
     pick_model,
     reserve_streams,
     sse_response,
@@ -33,6 +35,7 @@ from serving.gateway.routes.generate import (
 )
 from serving.gateway.settings import Settings, get_settings
 from serving.gateway.triton import ModelCatalog, ModelInfo
+from serving.gateway.validation import JsonInt, OptionalJsonInt
 from serving.textgen import (
     DEFAULT_CHAT_TEMPLATE,
     MAX_STOP_CHARS,
@@ -46,12 +49,25 @@ router = APIRouter(tags=["text generation"])
 MAX_CHOICES = 4
 
 
+# The one content part these models take (_messages joins them; others are refused).
+TEXT_PART: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "text"],
+    "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+}
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)  # name, tool_calls, ...: accepted, unused
 
-    role: str
+    role: str = Field(description="one of the model's chat template turns (system, user, assistant)")
     # a string, or OpenAI's content parts of type "text" (joined); None is an empty message
-    content: str | list[dict[str, Any]] | None = None
+    content: str | list[dict[str, Any]] | None = Field(
+        None,
+        json_schema_extra={
+            "anyOf": [{"type": "string"}, {"type": "array", "items": TEXT_PART}, {"type": "null"}]
+        },
+    )
 
 
 class StreamOptions(BaseModel):
@@ -66,18 +82,51 @@ class ChatCompletionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str = Field(description="served text-generation model: lstm or gpt")
-    messages: list[ChatMessage] = Field(description="the conversation; roles system, user, assistant")
-    max_tokens: int | None = Field(None, ge=1, description="characters to generate (default 64)")
-    max_completion_tokens: int | None = Field(None, ge=1, description="newer name of max_tokens; wins")
+    messages: list[ChatMessage] = Field(
+        description="the conversation; roles system, user, assistant",
+        json_schema_extra={"minItems": 1},  # checked in the route, in OpenAI's error form
+    )
+    max_tokens: OptionalJsonInt = Field(None, ge=1, description="characters to generate (default 64)")
+    max_completion_tokens: OptionalJsonInt = Field(None, ge=1, description="newer name of max_tokens; wins")
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, ge=1e-6, le=1.0)
-    top_k: int = Field(0, ge=0, le=1000, description="extension: top-k sampling")
-    n: int = Field(1, ge=1, le=MAX_CHOICES, description="choices, each its own stream (seed + index)")
+    top_k: JsonInt = Field(0, ge=0, le=1000, description="extension: top-k sampling")
+    n: JsonInt = Field(1, ge=1, le=MAX_CHOICES, description="choices, each its own stream (seed + index)")
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=0, le=2**62 - MAX_CHOICES)
+    seed: OptionalJsonInt = Field(None, ge=0, le=2**62 - MAX_CHOICES)
     user: str | None = None
+
+
+def document_roles(
+    op: dict[str, Any],
+    body: dict[str, Any] | None,
+    schemas: dict[str, Any],
+    models: list[ModelInfo],
+    settings: Settings,
+) -> None:
+    """Text routes' document: generate's bounds; a message's ``role`` is a turn of every served
+    model's template, its content free of what check_prompt refuses."""
+    if body is None or not models:
+        return
+    document_generation(body, models, settings)
+    if "messages" not in body.get("properties", {}):
+        return
+    message = schemas["ChatMessage"]["properties"]
+    for b in message["content"].get("anyOf", []):
+        if b.get("type") == "array":
+            b = b["items"]["properties"]["text"]
+        if b.get("type") == "string":
+            b["pattern"] = validation.PROMPT_PATTERN
+    try:
+        roles = set.intersection(*(set(chat_template(m)["turns"]) for m in models))
+    except errors.APIError:
+        return  # a broken template: 500 bad_chat_template, documented as any string
+    schemas["ChatMessage"]["properties"]["role"]["enum"] = sorted(roles)
+
+
+REFINERS["text_generation"] = document_roles  # all three text routes (chat imports generate)
 
 
 def chat_template(info: ModelInfo) -> dict:
@@ -120,6 +169,7 @@ def _stops(request_stop: str | list[str] | None, template: dict) -> list[str]:
 
 @router.post(
     "/v1/chat/completions",
+    openapi_extra=task_extra("text_generation"),
     summary="OpenAI-compatible chat completions (streaming and not)",
     responses={
         200: {"content": {"text/event-stream": {}}},

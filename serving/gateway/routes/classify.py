@@ -9,6 +9,7 @@ from pydantic import BaseModel
 
 from serving.gateway import codecs, errors
 from serving.gateway.deps import get_catalog, infer
+from serving.gateway.openapi import task_extra
 from serving.gateway.settings import Settings, get_settings
 from serving.gateway.triton import ModelCatalog, ModelInfo
 from serving.gateway.versions import version_query
@@ -61,7 +62,7 @@ IMAGE_BODY = {
 @router.post(
     "/v1/classify",
     response_model=ClassifyResponse,
-    openapi_extra=IMAGE_BODY,
+    openapi_extra=task_extra("classification", extra=IMAGE_BODY),
     summary="Classify an image (multipart field `file`, or a raw image/png|jpeg body)",
     responses={
         413: {"description": "too large"},

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from serving.gateway import codecs, context, errors
 from serving.gateway.deps import get_catalog
+from serving.gateway.openapi import task_extra
 from serving.gateway.routes.classify import IMAGE_BODY
 from serving.gateway.routes.super_resolve import upscale
 from serving.gateway.settings import Settings, get_settings
@@ -22,7 +23,7 @@ router = APIRouter(tags=["denoising"])
 
 @router.post(
     "/v1/denoise",
-    openapi_extra=IMAGE_BODY,
+    openapi_extra=task_extra("denoising", extra=IMAGE_BODY),
     response_class=Response,
     summary="Remove noise from an image (denoising autoencoder); PNG out, same size",
     responses={

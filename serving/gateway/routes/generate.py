@@ -31,8 +31,10 @@ from starlette.background import BackgroundTask
 from serving.gateway import context, errors, validation
 from serving.gateway.deps import get_catalog, request_id, version_for
 from serving.gateway.inference import InferenceService
+from serving.gateway.openapi import task_extra
 from serving.gateway.settings import Settings, get_settings
 from serving.gateway.triton import InferResult, ModelCatalog, ModelInfo, build_request
+from serving.gateway.validation import JsonInt, OptionalJsonInt
 from serving.textgen import MAX_STOP_CHARS, MAX_STOPS
 
 router = APIRouter(tags=["text generation"])
@@ -45,16 +47,18 @@ class GenerateRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     prompt: str = Field(
-        description="text to continue (character-level Shakespeare models)", examples=["ROMEO:"]
+        description="text to continue (character-level Shakespeare models)",
+        examples=["ROMEO:"],
+        json_schema_extra={"minLength": 1},  # validation.check_prompt, with our error codes
     )
-    max_new_tokens: int = Field(
+    max_new_tokens: JsonInt = Field(
         64, ge=1, description="characters to generate (capped per model, see /v1/models)"
     )
     temperature: float = Field(0.8, ge=0.0, le=5.0, description="0 = greedy, deterministic")
-    top_k: int = Field(0, ge=0, le=1000, description="keep the k most likely tokens; 0 = off")
+    top_k: JsonInt = Field(0, ge=0, le=1000, description="keep the k most likely tokens; 0 = off")
     # float32 inside Triton: a positive double below ~1e-38 would arrive as 0, which is out of range.
     top_p: float = Field(1.0, ge=1e-6, le=1.0, description="nucleus sampling mass; 1 = off")
-    seed: int | None = Field(None, ge=0, le=2**62, description="fixed seed: the same text every time")
+    seed: OptionalJsonInt = Field(None, ge=0, le=2**62, description="fixed seed: the same text every time")
     stop: list[str] | str | None = Field(None, description="up to 8 stop strings; generation ends before one")
     model: str | None = Field(None, description="lstm or gpt (any served text-generation model); default gpt")
     stream: bool = Field(False, strict=True, description="answer as Server-Sent Events, chunk by chunk")
@@ -82,15 +86,23 @@ class CompletionRequest(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
 
     model: str = Field(description="served model: lstm or gpt")
-    prompt: str | list[str] = Field(description="one prompt (a one-element list is accepted too)")
-    max_tokens: int = Field(16, ge=1)
+    prompt: str | list[str] = Field(
+        description="one prompt (a one-element list is accepted too)",
+        json_schema_extra={
+            "anyOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 1},
+            ]
+        },
+    )
+    max_tokens: JsonInt = Field(16, ge=1)
     temperature: float = Field(1.0, ge=0.0, le=5.0)
     top_p: float = Field(1.0, ge=1e-6, le=1.0)
-    top_k: int = Field(0, ge=0, le=1000, description="extension: top-k sampling")
-    n: int = Field(1, ge=1, le=1, description="only 1 is supported")
+    top_k: JsonInt = Field(0, ge=0, le=1000, description="extension: top-k sampling")
+    n: JsonInt = Field(1, ge=1, le=1, description="only 1 is supported")
     stream: bool = Field(False, strict=True)
     stop: str | list[str] | None = None
-    seed: int | None = Field(None, ge=0, le=2**62)
+    seed: OptionalJsonInt = Field(None, ge=0, le=2**62)
     echo: bool = Field(False, strict=True)
     user: str | None = None
 
@@ -188,9 +200,49 @@ def triton_request(
     return build_request(info.name, inputs, version=version, request_id=req_id)
 
 
+def new_token_cap(info: ModelInfo) -> int:
+    return info.param_int("max_new_tokens", DEFAULT_CAP) or DEFAULT_CAP
+
+
+def _branches(schema: dict[str, Any]) -> list[dict[str, Any]]:
+    """A property's schema and its ``anyOf`` branches, with array items: where bounds go."""
+    out = []
+    for b in [schema, *schema.get("anyOf", [])]:
+        out += [b, *([b["items"]] if isinstance(b.get("items"), dict) else [])]
+    return out
+
+
+def document_generation(body: dict[str, Any], models: list[ModelInfo], settings: Settings) -> None:
+    """Token caps and prompt bounds in the document, from the served text models and the settings."""
+    props = body.get("properties", {})
+    cap = min(new_token_cap(m) for m in models)  # one cap for all: a per-model cap is not a schema
+    for key in ("max_new_tokens", "max_tokens", "max_completion_tokens"):
+        for b in _branches(props.get(key, {})):
+            if b.get("type") == "integer":
+                b["maximum"] = cap
+    if "max_completion_tokens" in props:  # chat: it wins, and max_tokens is then not looked at
+        free = [b for b in _branches(props["max_tokens"]) if b.get("type") == "integer"]
+        for b in free:
+            b.pop("maximum", None)
+        body["anyOf"] = [
+            {
+                "required": ["max_completion_tokens"],
+                "properties": {"max_completion_tokens": {"type": "integer"}},
+            },
+            {
+                "properties": {
+                    "max_tokens": {"anyOf": [{"type": "integer", "maximum": cap}, {"type": "null"}]}
+                }
+            },
+        ]
+    for b in _branches(props.get("prompt", {})):
+        if b.get("type") == "string":
+            b["pattern"], b["maxLength"] = validation.PROMPT_PATTERN, settings.max_prompt_chars
+
+
 def _checked(info: ModelInfo, settings: Settings, prompt: str, max_new: int) -> str:
     prompt = validation.check_prompt(prompt, settings.max_prompt_chars)
-    cap = info.param_int("max_new_tokens", DEFAULT_CAP) or DEFAULT_CAP
+    cap = new_token_cap(info)
     if max_new > cap:
         raise errors.unprocessable(
             "invalid_parameter", f"max_new_tokens={max_new} is above this model's cap of {cap}"
@@ -231,6 +283,7 @@ def _version(request: Request, info: ModelInfo, pinned: str | None) -> str:
 
 @router.post(
     "/v1/generate",
+    openapi_extra=task_extra("text_generation"),
     response_model=GenerateResponse,
     summary="Generate text; `stream: true` answers as Server-Sent Events",
     responses={
@@ -311,6 +364,7 @@ async def _sse_generate(
 
 @router.post(
     "/v1/completions",
+    openapi_extra=task_extra("text_generation"),
     summary="OpenAI-compatible completions (streaming and not)",
     responses={200: {"content": {"text/event-stream": {}}}, 422: {"description": "invalid"}},
 )

@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Path, Request, Response
 from fastapi.responses import JSONResponse
 
-from serving.gateway import codecs, context, errors, kserve
+from serving.gateway import codecs, context, errors, kserve, validation
 from serving.gateway.deps import get_inference, get_triton, time_left
 from serving.gateway.inference import InferenceService
 from serving.gateway.triton import TritonClient
@@ -29,11 +29,43 @@ router = APIRouter(tags=["kserve-v2"])
 ModelName = Path(description="served model name", max_length=256)
 Version = Path(pattern=r"^[1-9][0-9]{0,8}$", description="model version")
 
+# The request as kserve.build_request checks it; whether the tensors fit the model is the model's
+# metadata (GET /v2/models/{name}), which a JSON Schema per path cannot state.
+_PARAMETERS = {"type": "object", "additionalProperties": {"type": ["boolean", "number", "string"]}}
+_TENSOR = {
+    "type": "object",
+    "required": ["name", "datatype", "shape", "data"],
+    "properties": {
+        "name": {"type": "string"},
+        "datatype": {"type": "string", "enum": [*validation.KSERVE_NUMPY, "BYTES"]},
+        "shape": {"type": "array", "items": {"type": "integer", "minimum": 0}},
+        "data": {"description": "row-major values, flat or nested"},
+        "parameters": _PARAMETERS,
+    },
+}
+INFER_REQUEST = {
+    "type": "object",
+    "description": "KServe v2 inference request",
+    "required": ["inputs"],
+    "properties": {
+        "id": {"type": "string"},
+        "inputs": {"type": "array", "minItems": 1, "items": _TENSOR},
+        "outputs": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["name"],
+                "properties": {"name": {"type": "string"}, "parameters": _PARAMETERS},
+            },
+        },
+        "parameters": _PARAMETERS,
+    },
+}
 INFER_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"type": "object", "description": "KServe v2 inference request"}},
+            "application/json": {"schema": INFER_REQUEST},
             "application/octet-stream": {
                 "schema": {
                     "type": "string",

@@ -18,7 +18,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from serving.gateway import codecs, errors
 from serving.gateway.deps import get_catalog, infer
+from serving.gateway.openapi import task_extra
 from serving.gateway.triton import ModelCatalog
+from serving.gateway.validation import JsonInt, OptionalJsonInt
 from serving.imaging import from_chw, grid
 from serving.latent import latents
 
@@ -31,8 +33,10 @@ MAX_SEED = 2**63 - 1
 class SampleRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    n: int = Field(8, ge=1, le=MAX_SAMPLES, description="images to draw")
-    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="fixed seed: the same images every time")
+    n: JsonInt = Field(8, ge=1, le=MAX_SAMPLES, description="images to draw")
+    seed: OptionalJsonInt = Field(
+        None, ge=0, le=MAX_SEED, description="fixed seed: the same images every time"
+    )
     model: str | None = Field(None, description="served sampling model; default: the first one")
     format: Literal["png", "json"] = Field("png", description="png: one grid image; json: one PNG per sample")
 
@@ -48,6 +52,7 @@ class SampleResponse(BaseModel):
 
 @router.post(
     "/v1/sample",
+    openapi_extra=task_extra("sampling"),
     response_model=SampleResponse,
     summary="Draw images from a GAN generator (DCGAN on digits); a PNG grid or base64 PNGs",
     responses={

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from serving.gateway import codecs, context, errors
 from serving.gateway.deps import get_catalog, infer
+from serving.gateway.openapi import task_extra
 from serving.gateway.routes.classify import IMAGE_BODY
 from serving.gateway.settings import Settings, get_settings
 from serving.gateway.triton import ModelCatalog, ModelInfo
@@ -74,7 +75,7 @@ async def run_segmentation(
 @router.post(
     "/v1/segment",
     response_model=SegmentResponse,
-    openapi_extra=IMAGE_BODY,
+    openapi_extra=task_extra("segmentation", extra=IMAGE_BODY),
     summary="Segment an image: class fractions + palette mask PNG (+ overlay)",
     responses={
         200: {"content": {"image/png": {}}, "description": "JSON, or a PNG with output=mask|overlay"},

@@ -8,18 +8,22 @@ upload size.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from serving.gateway import codecs, context, errors, tiling
 from serving.gateway.deps import get_catalog, infer
+from serving.gateway.openapi import REFINERS, task_extra
 from serving.gateway.routes.classify import IMAGE_BODY
 from serving.gateway.settings import Settings, get_settings
 from serving.gateway.triton import ModelCatalog, ModelInfo
 from serving.imaging import from_chw, to_model_image
 
 router = APIRouter(tags=["super-resolution"])
+
+SCALES = (2, 4)  # the upscaling factors the route knows (checked below, listed in the document)
 
 
 async def pick_model(catalog: ModelCatalog, name: str | None, scale: int, variant: str) -> ModelInfo:
@@ -50,6 +54,26 @@ async def pick_model(catalog: ModelCatalog, name: str | None, scale: int, varian
             f"model={variant!r}; served (scale, model): {offered}",
         )
     return matches[0]
+
+
+def document_choices(
+    op: dict[str, Any], body: Any, schemas: Any, models: list[ModelInfo], settings: Settings
+) -> None:
+    """``scale`` and ``model`` in the document: the served pairs (one of each is always served)."""
+    scales = sorted({s for m in models if (s := m.param_int("scale")) in SCALES})
+    variants = sorted({m.param("variant", "psnr") or "psnr" for m in models})
+    pairs = {(m.param_int("scale"), m.param("variant", "psnr") or "psnr") for m in models}
+    if not scales or len(pairs) != len(scales) * len(variants):
+        return  # not every pair is served: unsupported_scale (422) is the answer for the others
+    for p in op.get("parameters", []):
+        if p.get("in") == "query" and p["name"] == "scale":
+            p["schema"]["enum"] = scales
+        if p.get("in") == "query" and p["name"] == "model":
+            p["schema"]["enum"] = variants
+            p["schema"].pop("pattern", None)
+
+
+REFINERS["super_resolution"] = document_choices
 
 
 def call_budget(info: ModelInfo, settings: Settings) -> int:
@@ -91,7 +115,7 @@ async def upscale(
 
 @router.post(
     "/v1/super-resolve",
-    openapi_extra=IMAGE_BODY,
+    openapi_extra=task_extra("super_resolution", "model_name", IMAGE_BODY),
     response_class=Response,
     summary="Upscale an image (PNG out); scale 2 or 4; PSNR-oriented (psnr) or GAN generator",
     responses={
@@ -104,7 +128,9 @@ async def upscale(
 )
 async def super_resolve(
     request: Request,
-    scale: int = Query(2, description="upscaling factor: 2 or 4 (as served)"),
+    scale: int = Query(
+        2, description="upscaling factor: 2 or 4 (as served)", json_schema_extra={"enum": list(SCALES)}
+    ),
     model: str = Query(
         "psnr",
         pattern="^(psnr|gan)$",
@@ -114,7 +140,7 @@ async def super_resolve(
     catalog: ModelCatalog = Depends(get_catalog),
     settings: Settings = Depends(get_settings),
 ) -> Response:
-    if scale not in (2, 4):
+    if scale not in SCALES:
         raise errors.unprocessable("invalid_parameter", "scale must be 2 or 4")
     info = await pick_model(catalog, model_name, scale, model)
     img = await codecs.image_from_request(request, settings)

@@ -18,6 +18,8 @@ spelled-out number has no right answer to map it to.
 from __future__ import annotations
 
 import json
+import re
+import sys
 from typing import Any
 
 import numpy as np
@@ -27,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from serving.gateway import context, errors, validation
 from serving.gateway.deps import get_catalog, request_id, version_for
 from serving.gateway.inference import InferenceService
+from serving.gateway.openapi import REFINERS, task_extra
 from serving.gateway.settings import Settings, get_settings
 from serving.gateway.triton import ModelCatalog, ModelInfo, build_request
 
@@ -56,6 +59,44 @@ class TranslateResponse(BaseModel):
     attention: list[list[float]] | None = Field(
         None, description="per output character, weights over the characters of `source`"
     )
+
+
+def text_pattern(chars: str) -> str:
+    """The texts :func:`normalize` turns into a non-empty string over ``chars``: a regex for the document.
+
+    Every code point whose lower case is made of vocabulary characters (so upper case too), white
+    space anywhere (it collapses to one space), at least one character that is not white space."""
+    ok = "".join(
+        c
+        for c in map(chr, range(sys.maxunicode + 1))
+        if not c.isspace() and not 0xD800 <= ord(c) <= 0xDFFF and all(x in chars for x in c.lower())
+    )
+    cls = "".join(re.escape(c) for c in ok)
+    return rf"^\s*[{cls}][\s{cls}]*$"
+
+
+def document_text(
+    op: dict[str, Any],
+    body: dict[str, Any] | None,
+    schemas: dict[str, Any],
+    models: list[ModelInfo],
+    settings: Settings,
+) -> None:
+    """``text``'s pattern and length in the document, from the served models' vocabularies and limits."""
+    vocabularies = [m.param_json("source_chars") for m in models]
+    if body is None or not vocabularies or not all(isinstance(v, str) and v for v in vocabularies):
+        return
+    common = set.intersection(*(set(v) for v in vocabularies))
+    limits = [m.param_int("max_source_chars", DEFAULT_MAX_SOURCE) or DEFAULT_MAX_SOURCE for m in models]
+    text = body["properties"]["text"]
+    # The raw length bound is the normalised one (white space runs collapse): a bound, not the set.
+    text["pattern"], text["maxLength"] = (
+        text_pattern("".join(sorted(common))),
+        min([settings.max_prompt_chars, *limits]),
+    )
+
+
+REFINERS[TASK] = document_text
 
 
 async def pick_model(catalog: ModelCatalog, name: str | None) -> ModelInfo:
@@ -90,6 +131,7 @@ def normalize(info: ModelInfo, text: str, settings: Settings) -> str:
 
 @router.post(
     "/v1/translate",
+    openapi_extra=task_extra(TASK),
     response_model=TranslateResponse,
     response_model_exclude_none=True,
     summary="Translate spelled-out English numbers to digits (greedy decoding inside Triton)",
