@@ -18,7 +18,14 @@ def classifier_ckpt() -> Path:
 @pytest.fixture(scope="session")
 def served_checkpoints(classifier_ckpt: Path) -> dict[str, Path]:
     """Served name -> checkpoint for every task: tiny models trained in seconds (cached by code hash)."""
-    from tests.support.text_models import SERVED, TRANSLATION_SERVED, text_checkpoint, translation_checkpoint
+    from tests.support.text_models import (
+        ENCODER_SERVED,
+        SERVED,
+        TRANSLATION_SERVED,
+        encoder_checkpoint,
+        text_checkpoint,
+        translation_checkpoint,
+    )
 
     ckpts = {
         "classifier": classifier_ckpt,
@@ -30,6 +37,7 @@ def served_checkpoints(classifier_ckpt: Path) -> dict[str, Path]:
     }
     ckpts.update({SERVED[arch]: text_checkpoint(arch) for arch in ("lstm_lm", "gpt")})
     ckpts.update({name: translation_checkpoint(arch) for arch, name in TRANSLATION_SERVED.items()})
+    ckpts[ENCODER_SERVED] = encoder_checkpoint()
     return ckpts
 
 

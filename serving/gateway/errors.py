@@ -67,6 +67,8 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
 
 # Routes that answer errors in OpenAI's shape (what the openai SDK parses into its exceptions).
 OPENAI_PATHS = frozenset({"/v1/chat/completions"})
+# OpenAI-shaped routes that keep our statuses for a request they cannot take (422, 413): embeddings.
+OPENAI_422_PATHS = frozenset({"/v1/embeddings"})
 
 
 class OpenAIError(APIError):
@@ -139,6 +141,9 @@ def install_error_handlers(app: FastAPI) -> None:
         if request.url.path in OPENAI_PATHS:
             err = OpenAIError(400, "invalid_parameter", f"{where}: {first['msg']}", where)
             return JSONResponse(openai_body(err), status_code=400)
+        if request.url.path in OPENAI_422_PATHS:
+            err = OpenAIError(422, "invalid_parameter", f"{where}: {first['msg']}", where)
+            return JSONResponse(openai_body(err), status_code=422)
         return JSONResponse(
             error_body("invalid_parameter", f"{where}: {first['msg']}", details), status_code=422
         )

@@ -25,7 +25,9 @@ from serving.gateway.routes import (
     anomaly,
     chat,
     classify,
+    classify_text,
     denoise,
+    embeddings,
     generate,
     health,
     kserve_http,
@@ -54,6 +56,8 @@ ROUTERS = [
     generate.router,
     chat.router,
     translate.router,
+    classify_text.router,
+    embeddings.router,
 ]
 
 # KServe v2 front door for existing Triton clients; the operators' API (left out of the public doc).

@@ -37,6 +37,9 @@ class BertConfig:
     num_labels: int = 3
     pad_id: int = 0
     pre_ln: bool = True  # False: BERT's post-LN blocks
+    # "cls": the pooler reads the [CLS] position (BERT); "mean": the mean over the tokens, which MLM
+    # trains directly (without BERT's next-sentence task nothing trains [CLS] before fine-tuning)
+    pool: str = "cls"
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_head:
@@ -47,6 +50,8 @@ class BertConfig:
             raise ValueError(f"pad_id {self.pad_id} outside the vocabulary")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.pool not in ("cls", "mean"):
+            raise ValueError(f"pool must be cls or mean, got {self.pool!r}")
 
 
 class SelfAttention(nn.Module):
@@ -136,27 +141,34 @@ class Bert(nn.Module):
         h = self.mlm_ln(F.gelu(self.mlm_dense(hidden)))
         return h @ self.tok_emb.weight.t() + self.mlm_bias
 
-    def pooled(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden (N, T, C) -> pooled [CLS] (N, C)."""
+    def pooled(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden (N, T, C), attention_mask (N, T) -> pooled (N, C): [CLS], or the mean over the tokens."""
+        if self.cfg.pool == "mean" and attention_mask is not None:
+            w = attention_mask.to(hidden.dtype).unsqueeze(-1)  # (N, T, 1)
+            return torch.tanh(self.pooler((hidden * w).sum(1) / w.sum(1).clamp(min=1.0)))
         return torch.tanh(self.pooler(hidden[:, 0]))
 
     def classify(self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """tokens (N, T), attention_mask (N, T) -> class logits (N, num_labels)."""
-        return self.classifier(self.cls_drop(self.pooled(self.encode(tokens, attention_mask))))
+        if attention_mask is None:
+            attention_mask = (tokens != self.cfg.pad_id).long()
+        return self.classifier(self.cls_drop(self.pooled(self.encode(tokens, attention_mask), attention_mask)))
 
     def forward(
         self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """tokens (N, T), attention_mask (N, T) -> class logits (N, L), MLM logits (N, T, V),
         L2-normalised embedding (N, C). Export serves ``served`` instead."""
+        if attention_mask is None:
+            attention_mask = (tokens != self.cfg.pad_id).long()
         hidden = self.encode(tokens, attention_mask)
-        pooled = self.pooled(hidden)
+        pooled = self.pooled(hidden, attention_mask)
         return self.classifier(pooled), self.mlm_logits(hidden), F.normalize(pooled, dim=-1, eps=1e-12)
 
     def served(self, tokens: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """What the ONNX graph computes: class probabilities (N, L) and the embedding (N, C)."""
         hidden = self.encode(tokens, attention_mask)
-        pooled = self.pooled(hidden)
+        pooled = self.pooled(hidden, attention_mask)
         probs = torch.softmax(self.classifier(pooled), dim=-1)
         return probs, F.normalize(pooled, dim=-1, eps=1e-12)
 
