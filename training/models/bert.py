@@ -152,7 +152,8 @@ class Bert(nn.Module):
         """tokens (N, T), attention_mask (N, T) -> class logits (N, num_labels)."""
         if attention_mask is None:
             attention_mask = (tokens != self.cfg.pad_id).long()
-        return self.classifier(self.cls_drop(self.pooled(self.encode(tokens, attention_mask), attention_mask)))
+        pooled = self.pooled(self.encode(tokens, attention_mask), attention_mask)
+        return self.classifier(self.cls_drop(pooled))
 
     def forward(
         self, tokens: torch.Tensor, attention_mask: torch.Tensor | None = None
