@@ -51,7 +51,8 @@ issue 18: a GPT row's KV cache is its whole context window), ``max_pending`` (qu
 default 16 x max_active; beyond it UNAVAILABLE "queue is full", which the gateway answers 429),
 ``responses_per_step`` (1: under load a response carries at least ceil(active / this) tokens),
 ``cancel_check_ms`` (10: how often a stream asks ``is_cancelled``),
-``intra_op_threads`` (onnxruntime, default 1), ``allow_spinning`` (0),
+``intra_op_threads`` (onnxruntime, default 1), ``allow_spinning`` (0), ``cpu_mem_arena`` (0: off,
+as onnx_runner.py), ``trim_idle_s`` (0.5: idle this long, the state buffers go and malloc_trim runs),
 ``stats_interval_s`` (> 0 logs decode-loop timings at INFO, default 0), ``device``.
 
 Continuous batching: ``execute`` only parses and queues a request and returns at once. One background
@@ -73,6 +74,8 @@ positions is re-fed with its newest half window (``textgen.window_keep``), exact
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import queue
@@ -243,6 +246,12 @@ class GptEngine:
         self.k, self.v = self._empty(0, self.context_length), self._empty(0, self.context_length)
 
 
+def _malloc_trim() -> None:
+    """glibc's ``malloc_trim(0)``: return freed heap pages to the OS (no-op elsewhere)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def _tensor(request: Any, name: str) -> np.ndarray | None:
     t = pb_utils.get_input_tensor_by_name(request, name)
     return None if t is None else t.as_numpy().reshape(-1)
@@ -272,6 +281,10 @@ def ort_session(path: str, params: dict[str, str], args: dict[str, Any]) -> Any:
     opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
     opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Issue 18, as onnx_runner.py: the default CPU arena keeps the largest step's peak (64 rows of a
+    # whole-window KV cache) for the process's life. Off ("1" restores it), memory pattern on.
+    opts.enable_cpu_mem_arena = params.get("cpu_mem_arena", "0") == "1"
+    opts.enable_mem_pattern = True
     providers: list[Any] = ["CPUExecutionProvider"]
     if params.get("device") == "gpu" and "CUDAExecutionProvider" in ort.get_available_providers():
         providers.insert(
@@ -281,6 +294,8 @@ def ort_session(path: str, params: dict[str, str], args: dict[str, Any]) -> Any:
 
 
 class TritonPythonModel:
+    trim_idle_s = 0.5  # the decode loop's idle trim (translator.py shares the loop)
+
     def initialize(self, args: dict[str, Any]) -> None:
         config = json.loads(args["model_config"])
         if not pb_utils.using_decoupled_model_transaction_policy(config):
@@ -296,6 +311,7 @@ class TritonPythonModel:
         self.max_prompt_chars = int(params.get("max_prompt_chars", "4096"))
         self.max_active = int(params.get("max_active", "64"))
         self.max_pending = int(params.get("max_pending", str(16 * self.max_active)))
+        self.trim_idle_s = float(params.get("trim_idle_s", "0.5"))  # idle this long: reset + malloc_trim
         self.stats_interval = float(params.get("stats_interval_s", "0"))  # > 0: log loop timings (INFO)
         # Response IPC (~0.2 ms each) is what limits many streams: under load a response carries at
         # least ceil(active / responses_per_step) tokens, and is_cancelled() is asked at most every
@@ -409,14 +425,29 @@ class TritonPythonModel:
     # --- decode loop (background thread) -------------------------------------------------------
 
     def _loop(self) -> None:
+        worked = False  # since the last trim
         while True:
             with self.cv:
                 while not self.pending and not self.active and not self.stopping:
-                    self.cv.wait()
+                    if not worked:
+                        self.cv.wait()
+                    elif not self.cv.wait(self.trim_idle_s):
+                        break  # idle for trim_idle_s after some work
                 if self.stopping:
                     return
-                room = max(0, self.max_active - len(self.active))
-                new, self.pending = self.pending[:room], self.pending[room:]
+                idle = not self.pending and not self.active
+                if not idle:
+                    room = max(0, self.max_active - len(self.active))
+                    new, self.pending = self.pending[:room], self.pending[room:]
+            if idle:
+                # Nothing kept while idle (issue 18): drop the last batch's state buffers and give the
+                # freed heap back to the OS, on this thread, after trim_idle_s without a request (a
+                # trim walks the heap: not on a request's path).
+                worked = False
+                self.engine.reset()
+                _malloc_trim()
+                continue
+            worked = True
             try:
                 self._iteration(new)
             except Exception as exc:  # never let the thread die: fail what was in flight, start clean
