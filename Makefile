@@ -111,8 +111,9 @@ quality: $(REPO)/.stamp ## every task's metric offline vs through the gateway ->
 validate-deploy: $(VENV)/.installed ## validate compose, Dockerfiles, Prometheus, Grafana, k8s offline
 	$(PY) -m deploy.validate
 
-bench: $(VENV)/.installed ## benchmark: in-process limit vs Triton vs gateway vs naive servers -> reports/bench.json, plots; then make memory
+bench: $(VENV)/.installed ## benchmark: in-process limit vs Triton vs gateway vs naive servers -> reports/bench.json, plots; perf_analyzer on Triton vs the doors -> reports/perf_analyzer.json; then make memory
 	$(PY) -m deploy.bench $(BENCH_FLAGS)
+	$(PY) -m deploy.bench.perf_analyzer $(PERF_FLAGS)
 	@if [ -e $(REPO)/.stamp ]; then $(MAKE) --no-print-directory memory; \
 	else echo "memory benchmark skipped: no $(REPO) (run make export, then make memory)"; fi
 

@@ -9,7 +9,9 @@
 #   chromium: tests/e2e/test_playground.py drives it headless through Playwright (PyPI); the
 #             browser comes from Debian because `playwright install` downloads one.
 # Docker Compose, hadolint and kubernetes-validate come from PyPI with the dev extra, not from here.
-# Add a tool: one `need COMMAND PACKAGE` line below.
+#   libb64-0d: perf_analyzer (deploy/bench/perf_analyzer.py, taken from the tritonclient 2.51 wheel)
+#             links libb64.so.0d.
+# Add a tool: one `need COMMAND PACKAGE` line below (a shared library: `need_lib SONAME PACKAGE`).
 set -euo pipefail
 
 missing=()  # Debian packages to install
@@ -17,10 +19,15 @@ need() {    # need COMMAND PACKAGE: install PACKAGE when COMMAND is not on PATH
   command -v "$1" >/dev/null 2>&1 || missing+=("$2")
 }
 
+need_lib() { # need_lib SONAME PACKAGE: install PACKAGE when the dynamic linker does not know SONAME
+  { ldconfig -p || /sbin/ldconfig -p; } 2>/dev/null | grep -F "$1" >/dev/null || missing+=("$2")
+}
+
 need promtool prometheus
 need dockerd docker.io
 need debootstrap debootstrap
 need chromium chromium
+need_lib libb64.so.0d libb64-0d
 
 if [ "${#missing[@]}" -gt 0 ]; then
   SUDO=""
