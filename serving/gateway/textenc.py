@@ -5,18 +5,22 @@ Input rule (README): each text must be valid UTF-8 without NUL characters, 1 .. 
 characters (the model's parameter: 64 for the quick model) after the generators' normalisation
 (typographic quotes and dashes folded, accents dropped). Characters outside the model's vocabulary are
 mapped to its fallback, a space, as the generators map them (the encoder was pre-trained on the same
-alphabet): never refused, never a 500. Texts are padded to ``max_len`` so concurrent requests batch.
+alphabet): never refused, never a 500. The length rule is on the text as sent (what the OpenAPI
+document can state); the rare normalisation that lengthens a text (a ligature) is cut at ``max_chars``.
+Texts are padded to ``max_len`` so concurrent requests batch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from fastapi import Request
 
 from serving.gateway import errors, validation
 from serving.gateway.deps import infer
+from serving.gateway.openapi import REFINERS
 from serving.gateway.settings import Settings
 from serving.gateway.triton import ModelCatalog, ModelInfo
 from serving.textgen import CharVocab
@@ -82,13 +86,12 @@ def encode(
     for i, text in enumerate(texts):
         where = what if len(texts) == 1 else f"{what}[{i}]"
         text = validation.check_prompt(text, settings.max_prompt_chars, what=where)
-        ids = params.vocab.encode(text)
-        if len(ids) > params.max_chars:
+        if len(text) > params.max_chars:
             raise errors.unprocessable(
                 "prompt_too_long",
-                f"{where} has {len(ids)} characters; the model reads at most {params.max_chars}",
+                f"{where} has {len(text)} characters; the model reads at most {params.max_chars}",
             )
-        rows.append(ids)
+        rows.append(params.vocab.encode(text)[: params.max_chars])
     tokens = np.full((len(rows), params.max_len), params.pad_id, dtype=np.int64)
     tokens[:, 0] = CLS
     for n, ids in enumerate(rows):
@@ -106,3 +109,50 @@ async def run(
     if probs.shape[0] != len(tokens) or emb.shape[0] != len(tokens):
         raise errors.APIError(502, "model_mismatch", f"model {info.name!r} returned {probs.shape[0]} rows")
     return probs, emb, result.model_version or info.version
+
+
+NO_NUL = "^[^\\x00]*$"  # validation.check_prompt refuses NUL; minLength refuses the empty text
+
+
+def document(
+    op: dict[str, Any],
+    body: dict[str, Any] | None,
+    schemas: dict[str, Any],
+    models: list[ModelInfo],
+    settings: Settings,
+) -> None:
+    """Text bounds, batch size and ``dimensions`` in the document, from the served encoders."""
+    if body is None or not models:
+        return
+    try:
+        params = [EncoderParams.of(m) for m in models]
+    except errors.APIError:
+        return
+    text = {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": min([settings.max_prompt_chars, *(p.max_chars for p in params)]),
+        "pattern": NO_NUL,
+    }
+    props = body.get("properties", {})
+    if "text" in props:
+        props["text"].update(text)
+    if "input" in props:
+        items = min(p.max_inputs for p in params)
+        branches = [text, {"type": "array", "items": dict(text), "minItems": 1, "maxItems": items}]
+        props["input"] = {**{k: v for k, v in props["input"].items() if k != "anyOf"}, "anyOf": branches}
+    if "dimensions" in props and len({p.embedding_dim for p in params}) == 1:
+        for branch in props["dimensions"].get("anyOf", [props["dimensions"]]):
+            if branch.get("type") == "integer":
+                branch["minimum"] = branch["maximum"] = params[0].embedding_dim
+
+
+REFINERS[TASK] = document
+
+
+def whole_number(value: Any) -> Any:
+    """A JSON number with no fraction (``55.0``) is an integer to JSON Schema, so to the document: accept
+    it in strict models (pydantic's strict mode refuses every float)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value

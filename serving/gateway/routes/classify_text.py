@@ -3,12 +3,15 @@ out, from a BERT-style encoder (training/classify_text.py). Input rule: serving/
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from serving.gateway import textenc
 from serving.gateway.deps import get_catalog
+from serving.gateway.openapi import task_extra
 from serving.gateway.routes.classify import Prediction
 from serving.gateway.settings import Settings, get_settings
 from serving.gateway.triton import ModelCatalog
@@ -26,6 +29,11 @@ class ClassifyTextRequest(BaseModel):
     model: str | None = Field(None, description="served text-classification model (default: the first)")
     top_k: int = Field(3, ge=1, le=100, description="how many labels to return, best first")
 
+    @field_validator("top_k", mode="before")
+    @classmethod
+    def _whole(cls, value: Any) -> Any:
+        return textenc.whole_number(value)
+
 
 class ClassifyTextResponse(BaseModel):
     model: str
@@ -36,6 +44,7 @@ class ClassifyTextResponse(BaseModel):
 @router.post(
     "/v1/classify-text",
     response_model=ClassifyTextResponse,
+    openapi_extra=task_extra(textenc.TASK),
     summary="Classify a text passage (genre of a Shakespeare passage with the bert model)",
     responses={
         422: {"description": "empty, too long, NUL or invalid UTF-8 text, or an invalid parameter"},

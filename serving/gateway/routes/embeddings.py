@@ -16,10 +16,11 @@ from typing import Any, Literal
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from serving.gateway import errors, textenc
 from serving.gateway.deps import get_catalog
+from serving.gateway.openapi import task_extra
 from serving.gateway.settings import Settings, get_settings
 from serving.gateway.triton import ModelCatalog
 
@@ -36,6 +37,11 @@ class EmbeddingsRequest(BaseModel):
     encoding_format: Literal["float", "base64"] = Field("float", description="base64: little-endian float32")
     dimensions: int | None = Field(None, ge=1, le=65536, description="must equal the model's size if given")
     user: str | None = None
+
+    @field_validator("dimensions", mode="before")
+    @classmethod
+    def _whole(cls, value: Any) -> Any:
+        return textenc.whole_number(value)
 
 
 class Embedding(BaseModel):
@@ -59,6 +65,7 @@ class EmbeddingsResponse(BaseModel):
 @router.post(
     "/v1/embeddings",
     response_model=EmbeddingsResponse,
+    openapi_extra=task_extra(textenc.TASK),
     summary="OpenAI-compatible embeddings (pooled, L2-normalised encoder output)",
     responses={
         404: {"description": "unknown model (OpenAI error shape)"},
