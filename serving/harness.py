@@ -219,7 +219,8 @@ def start_gateway(
         if workdir is None:
             raise ValueError("start_gateway needs a log path or a workdir")
         log = workdir / f"gateway-{port}.log"
-    full_env = {"GATEWAY_TRITON_GRPC_URL": triton_grpc_url, **(env or {})}
+    malloc = {k: v for k, v in launcher.MALLOC_ENV.items() if k not in os.environ}  # theirs wins
+    full_env = {**malloc, "GATEWAY_TRITON_GRPC_URL": triton_grpc_url, **(env or {})}
     if entry == "main":
         cmd = [sys.executable, "-m", "serving.gateway", *extra_args]
         full_env = {"GATEWAY_HOST": LOOPBACK, "GATEWAY_PORT": str(port), **full_env}

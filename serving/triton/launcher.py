@@ -80,7 +80,15 @@ def triton_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env["LD_LIBRARY_PATH"] = ":".join(libs)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}"
     env.setdefault("OMP_NUM_THREADS", "1")
-    return env
+    return {**MALLOC_ENV, **env}
+
+
+# Issue 18, nothing kept: glibc raises its mmap threshold to the largest block freed (up to 32 MiB),
+# after which a large request's tensors come from the heap and stay there when idle. A fixed
+# threshold keeps every block >= 1 MiB mmapped, so freeing it gives it back. Triton, its stubs (they
+# inherit Triton's environment) and the gateway (serving/harness.py) run with it; an operator's own
+# value wins.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 << 20)}
 
 
 @dataclass

@@ -59,3 +59,11 @@ def test_paste_per_batch_equals_stitch():
     for s in tiling.chunks(len(tiles), 3):
         tiling.paste(parts, outs[s], tiles[s], scale)
     assert np.array_equal(whole, parts)
+
+
+def test_triton_and_its_stubs_run_with_a_fixed_mmap_threshold():
+    """glibc's dynamic threshold would let a large request's blocks stay on the heap once idle."""
+    from serving.triton.launcher import MALLOC_ENV, triton_env
+
+    assert triton_env({})["MALLOC_MMAP_THRESHOLD_"] == MALLOC_ENV["MALLOC_MMAP_THRESHOLD_"] == str(1 << 20)
+    assert triton_env({"MALLOC_MMAP_THRESHOLD_": "65536"})["MALLOC_MMAP_THRESHOLD_"] == "65536"  # theirs wins
