@@ -55,6 +55,8 @@ def test_gateway_conforms_to_its_openapi_schema(gateway: GatewayHandle, tmp_path
     st = Path(sys.executable).parent / "st"
     cmd = [
         str(st),
+        "--config-file",
+        str(ROOT / "tests" / "support" / "schemathesis.toml"),
         "run",
         f"{gateway.url}/openapi.json",
         "--workers",
