@@ -9,8 +9,9 @@ and an anomaly (random shapes) — none of them was trained on.
     python -m training.samples --playground serving/gateway/static/playground/samples.js
 
 writes a few of the same held-out inputs as a JavaScript module of PNG data URLs (and held-out
-spelled-out numbers for translation): the playground's example inputs (the gateway has no training
-data and no torch, so they ship with the page).
+spelled-out numbers for translation, speech openings from the held-out plays for text generation):
+the playground's example inputs (the gateway has no training data and no torch, so they ship with
+the page).
 """
 
 from __future__ import annotations
@@ -92,9 +93,27 @@ def held_out_numbers(count: int = 4) -> list[dict[str, str]]:
     return [{"name": e.source, "text": e.source, "target": e.target} for e in picked]
 
 
+def held_out_prompts() -> list[dict[str, str]]:
+    """One speech opening per held-out play (text generation's validation works, never trained on):
+    the speaker's name and the first line, as the corpus writes them."""
+    import re
+
+    from training.data import shakespeare
+
+    works = shakespeare.load_works()
+    turn = re.compile(r"\n\n([A-Z][A-Z ]+)\.\n([^\n\[]{12,80})\n")
+    out = []
+    for name in shakespeare.VALIDATION_WORKS:
+        m = turn.search(works[name], 5000)  # past the title page and the list of persons
+        if m:
+            title = name.replace("_", " ").title()
+            out.append({"name": f"{title}: {m.group(1).title()}", "text": f"{m.group(1)}.\n{m.group(2)}\n"})
+    return out
+
+
 def playground_samples(count: int = 4) -> dict[str, list[dict[str, str]]]:
     """Held-out inputs per kind, ``{"digits": [{"name", "url"}], ...}``; small enough to ship.
-    ``numbers`` holds ``{"name", "text", "target"}``: text inputs, no image."""
+    ``numbers`` (``{"name", "text", "target"}``) and ``prompts`` (``{"name", "text"}``) are text."""
     from training.data.anomaly import raw_anomalies
     from training.data.digits import raw_digit_images, split_indices
     from training.data.photos import held_out_images
@@ -123,6 +142,7 @@ def playground_samples(count: int = 4) -> dict[str, list[dict[str, str]]]:
             ),
         ],
         "numbers": held_out_numbers(count),
+        "prompts": held_out_prompts(),
     }
 
 

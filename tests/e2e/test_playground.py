@@ -194,6 +194,12 @@ def test_bad_inputs_show_the_api_message(open_page, tmp_path: Path) -> None:  # 
     panel.locator("input[data-role=file]").set_input_files(huge)
     expect(error).to_contain_text("413")
     expect(error).to_contain_text("exceeds the limit")
+    # oversized in bytes: 11 MiB against the 10 MiB limit, refused from its Content-Length
+    panel.locator("[data-action=clear]").click()
+    big = {"name": "big.png", "mimeType": "image/png", "buffer": b"\x89PNG\r\n\x1a\n" + bytes(11 << 20)}
+    panel.locator("input[data-role=file]").set_input_files(big)
+    expect(error).to_contain_text("413")
+    expect(error).to_contain_text("bytes exceeds the limit of 10485760 bytes")
     # the browser logs each 4xx answer as a failed resource load; nothing else may appear
     p.close(allowed_errors=("status of 413", "status of 415", "status of 422"))
 
@@ -340,10 +346,13 @@ def test_generation_streams_and_stops(open_page) -> None:  # noqa: ANN001
     assert seen[0] < seen[1] <= len(stopped) < int(tokens.input_value()), (seen, len(stopped))
     p.page.wait_for_timeout(300)  # nothing may arrive after Stop (not a timing assertion)
     assert output.inner_text() == stopped
-    # and a whole answer: streamed until the model's own finish
+    # and a whole answer, from a held-out play's speech opening: streamed until the model's own finish
     tokens.fill("24")
-    panel.locator("[data-action=generate]").click()
+    example = panel.locator("[data-example]").first
+    example.click()
     expect(output).to_have_attribute("data-state", "done")
+    speaker = example.get_attribute("data-example").split(": ")[1].upper()
+    assert panel.locator("textarea[data-role=prompt]").input_value().startswith(f"{speaker}.\n")
     expect(panel.locator("[data-role=meta]")).to_contain_text("request id ")
     p.shot("generate", "text_generation")
     # a stream cut before the model's end: the page says it ended, and why (later routes win)
@@ -365,6 +374,12 @@ def test_chat_panel_streams_a_reply(open_page) -> None:  # noqa: ANN001
     panel.locator("[data-action=send]").click()
     expect(panel.locator("[data-role=status]")).to_have_text("Done.")
     assert panel.locator("[data-role=reply]").inner_text()
+    # an example line from a held-out play is sent as the next user turn
+    example = panel.locator("[data-example]").last
+    example.click()
+    expect(panel.locator("[data-role=log] li.user").last).to_have_text(example.inner_text())
+    expect(panel.locator("[data-role=reply]")).to_have_count(2)
+    expect(panel.locator("[data-role=status]")).to_have_text("Done.")
     p.close()
 
 

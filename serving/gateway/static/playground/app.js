@@ -218,6 +218,17 @@ export function exampleButtons(examples, onPick) {
   return row;
 }
 
+// Text example buttons: [{name, text}] -> onPick(text, example); the button reads as the text itself.
+export function textExamples(examples, onPick, label = (ex) => ex.text) {
+  return el(
+    "div",
+    { class: "examples text", role: "group", "aria-label": "Example inputs" },
+    examples.map((ex) =>
+      el("button", { type: "button", class: "secondary", "data-example": ex.name, text: label(ex), onclick: () => onPick(ex.text, ex) }),
+    ),
+  );
+}
+
 // data: URL -> Blob without fetch() (the CSP's connect-src is the gateway only).
 export function dataUrlBlob(url) {
   const [head, data] = url.split(",", 2);

@@ -95,5 +95,19 @@ export const samples = {
    "text": "twenty nine million four hundred twenty six thousand eight hundred four",
    "target": "29426804"
   }
+ ],
+ "prompts": [
+  {
+   "name": "Twelfth Night: Captain",
+   "text": "CAPTAIN.\nBe you his eunuch and your mute I'll be;\n"
+  },
+  {
+   "name": "Henry V: Ely",
+   "text": "ELY.\nThe strawberry grows underneath the nettle,\n"
+  },
+  {
+   "name": "Tempest: Miranda",
+   "text": "MIRANDA.\nMore to know\n"
+  }
  ]
 };

@@ -1,5 +1,6 @@
 // Chat: OpenAI's /v1/chat/completions over the text generators, streamed (delta chunks, then [DONE]).
-import { answerArea, api, el, field, picker } from "../app.js";
+import { answerArea, api, el, field, picker, textExamples } from "../app.js";
+import { samples } from "../samples.js";
 import { sseEvents, streamEnd } from "./text_generation.js";
 
 export function mount(section, models) {
@@ -81,11 +82,23 @@ export function mount(section, models) {
     field("Message", message),
     el("div", { class: "row" }, field("Max tokens", maxTokens), field("Temperature", temperature), send, stop),
   );
+  // a held-out play's line (its speaker dropped: in a chat, the user speaks it)
+  const line = (ex) => ex.text.split("\n")[1];
+  const examples = textExamples(
+    samples.prompts,
+    (_, ex) => {
+      message.value = line(ex);
+      if (!send.disabled) form.requestSubmit();
+    },
+    line,
+  );
   section.append(
     el("p", { class: "hint", text: "The OpenAI chat API over the same models (a chat template turns messages into a prompt)." }),
     pick.node,
     log,
     form,
+    el("p", { class: "hint", text: "Lines from plays held out of training:" }),
+    examples,
     status,
     ...answer.nodes,
   );

@@ -1,6 +1,7 @@
 // Text generation: tokens as they arrive over Server-Sent Events; Stop aborts the request, and the
 // gateway cancels the generation in Triton when the client goes away.
-import { answerArea, api, el, field, picker } from "../app.js";
+import { answerArea, api, el, field, picker, textExamples } from "../app.js";
+import { samples } from "../samples.js";
 
 // Server-Sent Events from a fetch() body: yields {event, data} per event, as they arrive.
 export async function* sseEvents(res) {
@@ -121,6 +122,15 @@ export function mount(section, models) {
     el("p", { class: "hint", text: "Character-level language models trained on Shakespeare; text streams as it is generated." }),
     pick.node,
     field("Prompt", prompt),
+    el("p", { class: "hint", text: "Speech openings from plays held out of training:" }),
+    textExamples(
+      samples.prompts,
+      (text) => {
+        prompt.value = text;
+        if (!start.disabled) run(); // not while a generation streams
+      },
+      (ex) => ex.name,
+    ),
     el(
       "div",
       { class: "row" },

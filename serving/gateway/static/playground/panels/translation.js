@@ -1,7 +1,7 @@
 // Translation: spelled-out numbers -> digits from /v1/translate, and the cross-attention map it returns
 // with return_attention (one row per output character, weights over the characters of `source`).
 // The map is SVG (crisp labels at any zoom); a table under it says the same in words.
-import { answerArea, api, el, field, picker } from "../app.js";
+import { answerArea, api, el, field, picker, textExamples } from "../app.js";
 import { samples } from "../samples.js";
 
 const SVG_NS = "http://www.w3.org/2000/svg";
@@ -192,22 +192,10 @@ export function mount(section, models) {
     }
   }
 
-  const examples = el(
-    "div",
-    { class: "examples text", role: "group", "aria-label": "Example inputs" },
-    samples.numbers.map((s) =>
-      el("button", {
-        type: "button",
-        class: "secondary",
-        "data-example": s.name,
-        text: s.text,
-        onclick: () => {
-          input.value = s.text;
-          run();
-        },
-      }),
-    ),
-  );
+  const examples = textExamples(samples.numbers, (text) => {
+    input.value = text;
+    run();
+  });
 
   section.append(
     el("p", { class: "hint", text: "Spelled-out English numbers to digits, one character at a time; the map shows which input characters each digit attended to." }),
