@@ -9,11 +9,18 @@ to pull). Everything they install comes from build/wheelhouse (the host's pip) a
 host's apt); the base image is pulled where possible, else made from Debian's archive
 (deploy/docker/build-base.sh). `up` picks the CPU override where no GPU is found and waits for the
 healthchecks. Faults (no daemon, a failed build, a port taken) end in one line that says what to do.
+
+Each image builds from its own context, build/contexts/<image>/: hard links to just the files its
+Dockerfile COPYs (the classic builder sends the whole context on every build, and one
+`.dockerignore` serves every Dockerfile). The context's fingerprint is kept as an image label, so a
+build with nothing changed is skipped outright. Compose files still build from the repository root.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
+import hashlib
 import os
 import shutil
 import socket
@@ -74,6 +81,61 @@ def base_image() -> None:
         raise Fault(f"the base image {BASE_IMAGE} could not be made (see above)")
 
 
+CONTEXT_LABEL = "org.tritonstack.context"
+SKIP = {"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"}  # as .dockerignore
+
+
+def copy_sources(dockerfile: str) -> list[str]:
+    """The context paths a Dockerfile's COPY instructions read (not `COPY --from=` stages)."""
+    sources = []
+    for line in (ROOT / dockerfile).read_text().splitlines():
+        words = line.split()
+        if words[:1] and words[0].upper() in {"COPY", "ADD"}:
+            args = [w for w in words[1:] if not w.startswith("--")]
+            if not any(w.startswith("--from") for w in words[1:]):
+                sources += args[:-1]
+    return sources
+
+
+def stage_context(name: str, dockerfile: str) -> tuple[Path, int]:
+    """build/contexts/<name>/: hard links (copies across filesystems) to the files the image COPYs.
+
+    Made afresh on every build, so a deleted source file leaves the context too. Returns the folder
+    and its size in bytes (what the build sends the daemon).
+    """
+    context = ROOT / "build" / "contexts" / name
+    shutil.rmtree(context, ignore_errors=True)
+    files = [ROOT / dockerfile]
+    for pattern in copy_sources(dockerfile):
+        matches = [Path(m) for m in glob.glob(str(ROOT / pattern.rstrip("/")))]
+        for m in matches:
+            files += sorted(f for f in m.rglob("*") if f.is_file()) if m.is_dir() else [m]
+    size = 0
+    for src in files:
+        rel = src.relative_to(ROOT)
+        if SKIP & set(rel.parts) or src.suffix == ".pyc":
+            continue
+        dst = context / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(src, dst)
+        except OSError:
+            shutil.copy2(src, dst)
+        size += src.stat().st_size
+    return context, size
+
+
+def fingerprint(context: Path, buildargs: dict[str, str], base_id: str) -> str:
+    """What the image is made of: every context file (small ones by content; wheels and debs, which
+    never change in place, by size and mtime), the build arguments and the base image's id."""
+    h = hashlib.sha256(repr(sorted(buildargs.items())).encode() + base_id.encode())
+    for f in sorted(p for p in context.rglob("*") if p.is_file()):
+        st = f.stat()
+        h.update(f"{f.relative_to(context)}\0{st.st_mode:o}\0{st.st_size}\0".encode())
+        h.update(f.read_bytes() if st.st_size < 1 << 20 else str(st.st_mtime_ns).encode())
+    return h.hexdigest()[:32]
+
+
 def build_images(with_builder: bool = False) -> dict[str, int]:
     """Build every image; returns tag -> size in bytes. A second run with no change takes seconds."""
     docker = client()
@@ -81,18 +143,37 @@ def build_images(with_builder: bool = False) -> dict[str, int]:
     wheelhouse.collect(ROOT / "build" / "wheelhouse", sorted({w for _, w in images.values() if w}))
     debs(ROOT / "build" / "debs")
     base_image()
+    base_id = docker.images.get(BASE_IMAGE).id
+    buildargs = {"BASE_IMAGE": BASE_IMAGE}
     sizes = {}
     for tag, (dockerfile, _) in images.items():
         start = time.monotonic()
+        name = tag.split("/")[-1].split(":")[0]
+        context, sent = stage_context(name, dockerfile)
+        digest = fingerprint(context, buildargs, base_id)
         try:
-            image, _logs = docker.images.build(
-                path=str(ROOT), dockerfile=dockerfile, tag=tag, buildargs={"BASE_IMAGE": BASE_IMAGE}, rm=True
-            )
-        except Exception as exc:  # noqa: BLE001 - BuildError / APIError: say which image, keep the line
-            last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise Fault(f"building {tag} from {dockerfile} failed: {last}") from exc
+            image = docker.images.get(tag)
+        except Exception:  # noqa: BLE001 - ImageNotFound: build it
+            image = None
+        if image is not None and image.labels.get(CONTEXT_LABEL) == digest:
+            how = "up to date"
+        else:
+            try:
+                image, _logs = docker.images.build(
+                    path=str(context),
+                    dockerfile=dockerfile,
+                    tag=tag,
+                    buildargs=buildargs,
+                    labels={CONTEXT_LABEL: digest},
+                    rm=True,
+                )
+            except Exception as exc:  # noqa: BLE001 - BuildError / APIError: say which image, keep the line
+                last = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+                raise Fault(f"building {tag} from {dockerfile} failed: {last}") from exc
+            how = f"built, context {sent / 1e6:.0f} MB"
         sizes[tag] = image.attrs["Size"]
-        print(f"containers: {tag:34s} {image.attrs['Size'] / 1e6:7.0f} MB  {time.monotonic() - start:5.1f} s")
+        took = time.monotonic() - start
+        print(f"containers: {tag:34s} {sizes[tag] / 1e6:7.0f} MB  {took:5.1f} s  ({how})")
     return sizes
 
 

@@ -4,22 +4,29 @@
 #   make images   (collects build/wheelhouse first; no network inside the build)
 #   docker build -f deploy/docker/triton-cpu.Dockerfile -t tritonstack/triton:0.1.0-cpu .
 ARG BASE_IMAGE=python:3.11-slim-bookworm
-FROM ${BASE_IMAGE}
+
+# --- deps: the virtualenv, in a stage of its own so the wheels' COPY layer stays out of the image ----
+FROM ${BASE_IMAGE} AS deps
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PATH=/opt/venv/bin:$PATH \
-    HOME=/tmp \
-    OMP_NUM_THREADS=1
+    PYTHONDONTWRITEBYTECODE=1
 COPY build/wheelhouse/triton/ /wheels/
 # numpy + onnxruntime for the Python-backend models; nvidia-pytriton --no-deps: only its binary,
 # its libraries and the Python-backend stubs are used, not its Python API.
 RUN python -m venv /opt/venv \
-    && pip install -q --no-index --find-links /wheels -r /wheels/requirements.txt \
-    && pip install -q --no-index --find-links /wheels --no-deps -r /wheels/nodeps.txt \
-    && rm -rf /wheels /opt/venv/lib/python3.11/site-packages/pytriton/tritonserver/python_backend_stubs/3.[!1]* \
+    && /opt/venv/bin/pip install -q --no-index --find-links /wheels -r /wheels/requirements.txt \
+    && /opt/venv/bin/pip install -q --no-index --find-links /wheels --no-deps -r /wheels/nodeps.txt \
+    && rm -rf /opt/venv/lib/python3.11/site-packages/pytriton/tritonserver/python_backend_stubs/3.[!1]* \
               /opt/venv/lib/python3.11/site-packages/pytriton/tritonserver/python_backend_stubs/3.1[!1]
+
+# --- runtime ------------------------------------------------------------------------------------------
+FROM ${BASE_IMAGE}
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PATH=/opt/venv/bin:$PATH \
+    HOME=/tmp \
+    OMP_NUM_THREADS=1
+COPY --from=deps /opt/venv /opt/venv
 WORKDIR /app
 COPY serving/__init__.py serving/
 COPY serving/triton/ serving/triton/

@@ -109,7 +109,11 @@ def test_failed_build_names_the_image_and_the_last_line(monkeypatch: pytest.Monk
     def build(**kwargs: object) -> None:
         raise RuntimeError("Step 7/9 : RUN pip install ...\nERROR: No matching distribution found for x")
 
-    monkeypatch.setattr(containers, "client", lambda: SimpleNamespace(images=SimpleNamespace(build=build)))
+    def get(name: str) -> SimpleNamespace:  # the base exists; the image is not up to date
+        return SimpleNamespace(id="sha256:base", labels={})
+
+    images = SimpleNamespace(build=build, get=get)
+    monkeypatch.setattr(containers, "client", lambda: SimpleNamespace(images=images))
     for step in ("debs", "base_image"):
         monkeypatch.setattr(containers, step, lambda *a: None)
     monkeypatch.setattr(containers.wheelhouse, "collect", lambda *a: None)
@@ -119,3 +123,41 @@ def test_failed_build_names_the_image_and_the_last_line(monkeypatch: pytest.Monk
         "containers: building tritonstack/gateway:0.1.0 from deploy/docker/gateway.Dockerfile failed: "
         "ERROR: No matching distribution found for x"
     )
+
+
+def test_each_image_context_holds_only_what_its_dockerfile_copies(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The classic builder sends the whole context on every build: each image gets its own, small."""
+    (tmp_path / "deploy").mkdir()
+    (tmp_path / "deploy" / "x.Dockerfile").write_text(
+        "FROM base AS build\nCOPY wheels/ /wheels/\nCOPY pyproject.toml README.m[d] ./\n"
+        "COPY src/ src/\nFROM base\nCOPY --from=build /opt/venv /opt/venv\n"
+    )
+    for rel in (
+        "wheels/a.whl",
+        "pyproject.toml",
+        "src/m.py",
+        "src/__pycache__/m.pyc",
+        "tests/t.py",
+        "big.onnx",
+    ):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(rel)
+    monkeypatch.setattr(containers, "ROOT", tmp_path)
+    context, size = containers.stage_context("x", "deploy/x.Dockerfile")
+    staged = sorted(str(p.relative_to(context)) for p in context.rglob("*") if p.is_file())
+    assert staged == ["deploy/x.Dockerfile", "pyproject.toml", "src/m.py", "wheels/a.whl"]
+    assert size == sum((tmp_path / f).stat().st_size for f in staged)
+    before = containers.fingerprint(context, {"BASE_IMAGE": "b"}, "sha256:1")
+    assert before == containers.fingerprint(context, {"BASE_IMAGE": "b"}, "sha256:1")
+    assert before != containers.fingerprint(context, {"BASE_IMAGE": "b"}, "sha256:2"), "a new base rebuilds"
+    (tmp_path / "src" / "m.py").write_text("edited")
+    (tmp_path / "src" / "gone.py").write_text("")
+    context, _ = containers.stage_context("x", "deploy/x.Dockerfile")
+    assert before != containers.fingerprint(context, {"BASE_IMAGE": "b"}, "sha256:1"), (
+        "a source edit rebuilds"
+    )
+    (tmp_path / "src" / "gone.py").unlink()
+    context, _ = containers.stage_context("x", "deploy/x.Dockerfile")
+    assert not (context / "src" / "gone.py").exists(), "the context is made afresh"
