@@ -111,9 +111,30 @@ def held_out_prompts() -> list[dict[str, str]]:
     return out
 
 
+def held_out_passages() -> list[dict[str, str]]:
+    """One speech per genre test play (text classification's test works, unseen in pre-training and
+    fine-tuning): ``{"name", "text", "target"}`` with the play's First Folio genre as the target."""
+    import re
+
+    from training.data import shakespeare
+
+    works = shakespeare.load_works()
+    speech = re.compile(r"\n\n([A-Z][A-Z ]+)\.\n((?:[^\n\[]{8,80}\n){2,3})")
+    out = []
+    for name in shakespeare.GENRE_TEST_WORKS:
+        m = speech.search(works[name], 8000)  # past the title page and the list of persons
+        if m:
+            title = name.replace("_", " ").title()
+            text = " ".join(m.group(2).split())
+            genre = shakespeare.GENRE_OF[name]
+            out.append({"name": f"{title} ({m.group(1).title()})", "text": text, "target": genre})
+    return out
+
+
 def playground_samples(count: int = 4) -> dict[str, list[dict[str, str]]]:
     """Held-out inputs per kind, ``{"digits": [{"name", "url"}], ...}``; small enough to ship.
-    ``numbers`` (``{"name", "text", "target"}``) and ``prompts`` (``{"name", "text"}``) are text."""
+    ``numbers`` (``{"name", "text", "target"}``) and ``prompts`` (``{"name", "text"}``) and ``passages``
+    (``{"name", "text", "target"}``) are text."""
     from training.data.anomaly import raw_anomalies
     from training.data.digits import raw_digit_images, split_indices
     from training.data.photos import held_out_images
@@ -143,6 +164,7 @@ def playground_samples(count: int = 4) -> dict[str, list[dict[str, str]]]:
         ],
         "numbers": held_out_numbers(count),
         "prompts": held_out_prompts(),
+        "passages": held_out_passages(),
     }
 
 

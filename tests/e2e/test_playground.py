@@ -452,15 +452,51 @@ def test_translation_panel_only_when_a_translator_is_served(open_page) -> None: 
         body = res.json()
         for m in body["models"]:
             if m["task"] == "translation":
-                m["task"] = "text_classification"
+                m["task"] = "image_translation"
         route.fulfill(response=res, json=body)  # type: ignore[attr-defined]
 
     p = open_page(routes={"**/v1/models": without_translators})
     expect(p.panel("translation")).to_have_count(0)
     expect(p.page.locator("nav a[href='#panel-translation']")).to_have_count(0)
     expect(p.panel("classification")).to_have_count(1)
-    expect(p.page.locator("#discovery")).to_contain_text("Served without a panel yet: text_classification")
+    expect(p.page.locator("#discovery")).to_contain_text("Served without a panel yet: image_translation")
     p.close()
+
+
+def test_text_classification_bars_match_the_api(open_page, gateway: GatewayHandle) -> None:  # noqa: ANN001
+    """A held-out passage, clicked: the bars are the API's labels and probabilities for the text the
+    page sent (the example cut to the model's max_chars); over-long and empty text show the 422."""
+    from playwright.sync_api import expect
+
+    p = open_page("#panel-text_classification")
+    panel = p.panel("text_classification")
+    panel.locator("[data-example]").first.click()
+    result = panel.locator("[data-role=result]")
+    expect(result).to_have_attribute("data-state", "done")
+    text = panel.locator("textarea[data-role=text]").input_value()
+    model = panel.locator("select[data-role=model]").input_value()
+    url = f"{gateway.url}/v1/classify-text"
+    r = httpx.post(url, json={"text": text, "model": model, "top_k": 3}, timeout=60)
+    assert r.status_code == 200, r.text
+    api = r.json()
+    labels = result.locator("li").evaluate_all("ls => ls.map(l => l.dataset.label)")
+    assert labels == [pred["label"] for pred in api["predictions"]]
+    top = api["predictions"][0]["score"]
+    expect(result.locator("li").first.locator(".num")).to_have_text(f"{100 * top:.1f}%")
+    expect(panel.locator("[data-role=meta]")).to_contain_text(f"version {api['model_version']}")
+    expect(panel.locator("[data-role=expected]")).to_contain_text("From a held-out")
+    p.shot("classify_text", "text_classification")
+    error = panel.locator("[data-role=error]")
+    field = panel.locator("textarea[data-role=text]")
+    for bad in ("a" * 2000, ""):
+        refused = httpx.post(url, json={"text": bad, "model": model}, timeout=60)
+        assert refused.status_code == 422
+        field.fill(bad)
+        field.press("Control+Enter")
+        expect(error).to_contain_text("422")
+        expect(error).to_contain_text(refused.json()["error"]["message"])
+        expect(result).to_have_attribute("data-state", "error")
+    p.close(allowed_errors=("status of 422",))
 
 
 def test_phone_width_keyboard_labels_and_live_metrics(open_page) -> None:  # noqa: ANN001

@@ -18,6 +18,7 @@ export const PANELS = [
   ["text_generation", "Generate text"],
   ["chat", "Chat"],
   ["translation", "Translate"],
+  ["text_classification", "Classify text"],
 ];
 
 export class ApiError extends Error {

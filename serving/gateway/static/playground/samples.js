@@ -109,5 +109,32 @@ export const samples = {
    "name": "Tempest: Miranda",
    "text": "MIRANDA.\nMore to know\n"
   }
+ ],
+ "passages": [
+  {
+   "name": "Twelfth Night (Sir Andrew)",
+   "text": "An you part so, mistress, I would I might never draw sword again. Fair lady, do you think you have fools in hand?",
+   "target": "comedy"
+  },
+  {
+   "name": "Tempest (Prospero)",
+   "text": "I pray thee, mark me. I thus neglecting worldly ends, all dedicated To closeness and the bettering of my mind",
+   "target": "comedy"
+  },
+  {
+   "name": "Henry V (Canterbury)",
+   "text": "Then hear me, gracious sovereign, and you peers, That owe yourselves, your lives, and services To this imperial throne. There is no bar",
+   "target": "history"
+  },
+  {
+   "name": "Richard Iii (Anne)",
+   "text": "Set down, set down your honourable load,-- If honour may be shrouded in a hearse,-- Whilst I awhile obsequiously lament",
+   "target": "history"
+  },
+  {
+   "name": "Macbeth (Macbeth)",
+   "text": "Into the air; and what seem'd corporal melted As breath into the wind.--Would they had stay'd!",
+   "target": "tragedy"
+  }
  ]
 };
