@@ -153,16 +153,17 @@ def install_error_handlers(app: FastAPI) -> None:
         cause = exc.__cause__
         if is_kserve(request.url.path):
             return kserve_error(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+        headers = getattr(exc, "headers", None)
         if isinstance(cause, UnicodeDecodeError):  # FastAPI's body parsing: a 400 that names nothing
-            return JSONResponse(
-                error_body("invalid_utf8", f"request body is not valid UTF-8 (byte {cause.start})"),
-                status_code=422,
+            status, code = 422, "invalid_utf8"
+            message = f"request body is not valid UTF-8 (byte {cause.start})"
+        else:
+            status, message = exc.status_code, str(exc.detail)
+            code = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}.get(
+                status, "http_error"
             )
-        code = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed"}.get(
-            exc.status_code, "http_error"
-        )
-        return JSONResponse(
-            error_body(code, str(exc.detail)),
-            status_code=exc.status_code,
-            headers=getattr(exc, "headers", None),
-        )
+        path = request.url.path
+        if path in OPENAI_PATHS or path in OPENAI_422_PATHS:  # what the openai SDK parses
+            err = OpenAIError(400 if status == 422 and path in OPENAI_PATHS else status, code, message)
+            return JSONResponse(openai_body(err), status_code=err.status, headers=headers)
+        return JSONResponse(error_body(code, message), status_code=status, headers=headers)

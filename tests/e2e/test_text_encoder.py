@@ -102,6 +102,8 @@ def test_embeddings_errors_in_openai_shape(client: openai.OpenAI, gateway: Gatew
         headers={"content-type": "application/json"},
     )
     assert bad.status_code == 422, bad.text
+    err = bad.json()["error"]  # OpenAI's shape here too, as the SDK reads it
+    assert err["code"] == "invalid_utf8" and err["type"] == "invalid_request_error" and err["message"]
 
 
 @pytest.mark.parametrize(

@@ -232,3 +232,16 @@ def test_invalid_utf8_json_body_is_422() -> None:
         )
         assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_utf8"
         assert c.post("/v1/echo", json={"prompt": "ok"}).json() == {"prompt": "ok"}
+
+
+def test_invalid_utf8_on_openai_routes_answers_in_openai_shape() -> None:
+    """The openai SDK reads ``{"error": {"message", "type", "param", "code"}}``: chat answers a body it
+    cannot decode with OpenAI's 400, embeddings keeps our 422; both in that shape."""
+    app = create_app(settings())
+    raw = b'{"model": "m", "input": "\xff", "messages": []}'
+    with TestClient(app) as c:
+        for path, status in (("/v1/chat/completions", 400), ("/v1/embeddings", 422)):
+            r = c.post(path, content=raw, headers={"content-type": "application/json"})
+            err = r.json()["error"]
+            assert r.status_code == status and err["code"] == "invalid_utf8", (path, r.text)
+            assert err["type"] == "invalid_request_error" and "param" in err
