@@ -20,6 +20,7 @@ import argparse
 import base64
 import io
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -93,42 +94,46 @@ def held_out_numbers(count: int = 4) -> list[dict[str, str]]:
     return [{"name": e.source, "text": e.source, "target": e.target} for e in picked]
 
 
-def held_out_prompts() -> list[dict[str, str]]:
-    """One speech opening per held-out play (text generation's validation works, never trained on):
-    the speaker's name and the first line, as the corpus writes them."""
-    import re
-
+def _first_speeches(names: tuple[str, ...], lines: str, after: int) -> list[tuple[str, re.Match[str]]]:
+    """(work, match of speaker + ``lines``) for the first speech past ``after`` characters of each
+    named work (past the title page and the list of persons); works with none are left out. The
+    corpus is read once for all of them."""
     from training.data import shakespeare
 
     works = shakespeare.load_works()
-    turn = re.compile(r"\n\n([A-Z][A-Z ]+)\.\n([^\n\[]{12,80})\n")
-    out = []
-    for name in shakespeare.VALIDATION_WORKS:
-        m = turn.search(works[name], 5000)  # past the title page and the list of persons
-        if m:
-            title = name.replace("_", " ").title()
-            out.append({"name": f"{title}: {m.group(1).title()}", "text": f"{m.group(1)}.\n{m.group(2)}\n"})
-    return out
+    turn = re.compile(rf"\n\n([A-Z][A-Z ]+)\.\n({lines})")
+    found = ((name, turn.search(works[name], after)) for name in names)
+    return [(name, m) for name, m in found if m]
+
+
+def _title(work: str) -> str:
+    return work.replace("_", " ").title()
+
+
+def held_out_prompts() -> list[dict[str, str]]:
+    """One speech opening per held-out play (text generation's validation works, never trained on):
+    the speaker's name and the first line, as the corpus writes them."""
+    from training.data import shakespeare
+
+    return [
+        {"name": f"{_title(name)}: {m.group(1).title()}", "text": f"{m.group(1)}.\n{m.group(2)}"}
+        for name, m in _first_speeches(shakespeare.VALIDATION_WORKS, r"[^\n\[]{12,80}\n", 5000)
+    ]
 
 
 def held_out_passages() -> list[dict[str, str]]:
     """One speech per genre test play (text classification's test works, unseen in pre-training and
     fine-tuning): ``{"name", "text", "target"}`` with the play's First Folio genre as the target."""
-    import re
-
     from training.data import shakespeare
 
-    works = shakespeare.load_works()
-    speech = re.compile(r"\n\n([A-Z][A-Z ]+)\.\n((?:[^\n\[]{8,80}\n){2,3})")
-    out = []
-    for name in shakespeare.GENRE_TEST_WORKS:
-        m = speech.search(works[name], 8000)  # past the title page and the list of persons
-        if m:
-            title = name.replace("_", " ").title()
-            text = " ".join(m.group(2).split())
-            genre = shakespeare.GENRE_OF[name]
-            out.append({"name": f"{title} ({m.group(1).title()})", "text": text, "target": genre})
-    return out
+    return [
+        {
+            "name": f"{_title(name)} ({m.group(1).title()})",
+            "text": " ".join(m.group(2).split()),
+            "target": shakespeare.GENRE_OF[name],
+        }
+        for name, m in _first_speeches(shakespeare.GENRE_TEST_WORKS, r"(?:[^\n\[]{8,80}\n){2,3}", 8000)
+    ]
 
 
 def playground_samples(count: int = 4) -> dict[str, list[dict[str, str]]]:
